@@ -1,0 +1,50 @@
+"""qabench: SQuAD download -> examples -> tokenized shards -> models -> predictions -> EM/F1 tables."""
+
+import json
+import sys
+
+from qabench.config import validate as validate_config
+from qabench.errors import InputError
+
+
+# config.yaml is the default experiment; --configfile replaces it instead of being merged into it
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+
+try:
+    # relative data paths in a config are relative to this directory, wherever snakemake runs
+    config = validate_config(
+        config, ", ".join(map(str, workflow.configfiles)) or "config", base_dir=workflow.basedir
+    )
+except InputError as err:
+    sys.exit(f"error: {err}")
+
+SCRIPTS = f"{workflow.basedir}/workflow_scripts"
+SEED = config["seed"]
+DATA = config["data"]
+MODELS = config["models"]
+EVAL_SETS = list(DATA["eval_sets"])
+SHARDS = config["tokenize"]["shards"]
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    eval_set="|".join(EVAL_SETS),
+    source="|".join(DATA["sources"]),
+    variant="base",
+    shard=r"\d+",
+
+
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/summary.md",

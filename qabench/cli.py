@@ -1,0 +1,26 @@
+"""Small pieces every workflow script shares: logging and CPU threads."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from qabench.errors import InputError
+
+
+def setup(threads: int | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def parse_checkpoint(value: str) -> str | dict:
+    """A checkpoint spec from the command line: a plain string, or a JSON object for random init."""
+    if value.lstrip().startswith("{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as err:
+            raise InputError("--checkpoint", f"not valid JSON ({err.msg})") from None
+    return value

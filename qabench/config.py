@@ -1,0 +1,84 @@
+"""Loading and validating an experiment config: JSON schema, defaults, cross-references."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from qabench.errors import InputError
+from qabench.features import WindowSpec
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "top level"
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        return f"{_where(error)}: {error.message.replace('Additional properties are not allowed', 'unknown key(s)')}"
+    if error.validator == "oneOf" and error.context:
+        best = min(error.context, key=lambda e: len(e.message))
+        return f"{_where(error)}: {best.message}"
+    return f"{_where(error)}: {error.message}"
+
+
+def _resolve(path: str, base_dir: str | Path | None) -> str:
+    return str(Path(base_dir) / path) if base_dir and not Path(path).is_absolute() else path
+
+
+def validate(config: dict, source: str = "config", base_dir: str | Path | None = None) -> dict:
+    """Check ``config`` against the schema and its cross-references; fill defaults; return it.
+
+    Relative data paths (``path:``, ``local_mirrors``) are resolved against ``base_dir``.
+    """
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    validator = _with_defaults(jsonschema.Draft7Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: len(list(e.absolute_path)))
+    if errors:
+        raise InputError(source, _explain(errors[0]))
+    sources = config["data"]["sources"]
+    train = config["data"]["train"]
+    if train["source"] not in sources:
+        raise InputError(source, f"data.train.source: '{train['source']}' is not one of data.sources ({', '.join(sources)})")
+    for name, eval_set in config["data"]["eval_sets"].items():
+        if eval_set["source"] not in sources:
+            raise InputError(source, f"data.eval_sets.{name}.source: '{eval_set['source']}' is not one of data.sources")
+    if "train" in config["data"]["eval_sets"] or "holdout" in config["data"]["eval_sets"]:
+        raise InputError(source, "data.eval_sets: 'train' and 'holdout' are reserved names")
+    for spec in sources.values():
+        if "path" in spec:
+            spec["path"] = _resolve(spec["path"], base_dir)
+    config["data"]["local_mirrors"] = [_resolve(m, base_dir) for m in config["data"]["local_mirrors"]]
+    tok = config["tokenize"]
+    WindowSpec(tok["max_length"], tok["stride"], tok["max_question_tokens"]).validate(f"{source}: tokenize")
+    for name in config["models"]:
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise InputError(source, f"models: name '{name}' may hold only letters, digits, - and _")
+    return config
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(path, f"cannot read config ({str(err).splitlines()[0]})") from None
+    return validate(config or {}, str(path))

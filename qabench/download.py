@@ -1,0 +1,83 @@
+"""Fetching a data source: verified by sha256, written atomically, local copies preferred."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from qabench.errors import InputError
+from qabench.io import atomic_path
+
+
+def content_sha256(path: str | Path) -> str:
+    """sha256 of the file's content after gunzip (so a .json.gz mirror matches the .json checksum)."""
+    digest = hashlib.sha256()
+    path = Path(path)
+    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    with opener(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _store(src: Path, out: Path) -> None:
+    """Copy ``src`` to ``out`` (always gzip), atomically."""
+    with atomic_path(out) as tmp:
+        if src.read_bytes()[:2] == b"\x1f\x8b":
+            shutil.copyfile(src, tmp)
+        else:
+            with open(src, "rb") as f, gzip.GzipFile(tmp, "wb", mtime=0) as g:
+                shutil.copyfileobj(f, g)
+
+
+def _check(path: Path, sha256: str | None, origin: str) -> None:
+    if sha256 and content_sha256(path) != sha256.lower():
+        raise InputError(origin, f"sha256 mismatch: expected {sha256}, got {content_sha256(path)}; refusing to continue")
+
+
+def find_local_copy(url: str, mirrors: list[str], sha256: str | None) -> Path | None:
+    """A file named like the URL's (plain or .gz) in one of the mirror folders, with the right checksum."""
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    for folder in mirrors:
+        for candidate in (Path(folder) / name, Path(folder) / f"{name}.gz"):
+            if candidate.is_file() and (sha256 is None or content_sha256(candidate) == sha256.lower()):
+                return candidate
+    return None
+
+
+def fetch(out: str | Path, *, url: str | None = None, path: str | None = None, sha256: str | None = None,
+          mirrors: list[str] | None = None, timeout: float = 60.0) -> str:
+    """Put the source at ``out`` (gzip JSON). Returns where it came from."""
+    out = Path(out)
+    if path:
+        src = Path(path)
+        if not src.is_file():
+            raise InputError(path, "file not found (a data source's `path` must be a .json or .json.gz file)")
+        _check(src, sha256, path)
+        _store(src, out)
+        return str(src)
+    if not url:
+        raise InputError("config", "a data source needs a `url` or a `path`")
+    local = find_local_copy(url, mirrors or [], sha256)
+    if local is not None:
+        _store(local, out)
+        return str(local)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".download-") as folder:
+        tmp = Path(folder) / "body"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
+                shutil.copyfileobj(response, f)
+        except (urllib.error.URLError, OSError) as err:
+            name = url.rsplit("/", 1)[-1]
+            raise InputError(url, f"download failed ({getattr(err, 'reason', err)}). Offline? Fetch {name} "
+                                   f"elsewhere and either put it (or {name}.gz) in a folder listed under "
+                                   f"data.local_mirrors, or give the source a `path:` instead of `url:`") from None
+        _check(tmp, sha256, url)
+        _store(tmp, out)
+    return url

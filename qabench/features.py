@@ -1,0 +1,113 @@
+"""Question/context windows for span extraction: token ids, context offsets and start/end labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from qabench.data import Example
+from qabench.errors import InputError
+
+FEATURE_COLUMNS = [
+    "example_index", "example_id", "input_ids", "token_type_ids",
+    "offset_start", "offset_end", "start_position", "end_position",
+]
+NOT_CONTEXT = -1
+SPECIAL_TOKENS_IN_PAIR = 3  # [CLS] question [SEP] context [SEP]
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    max_length: int = 384
+    stride: int = 128
+    max_question_tokens: int = 64
+
+    def validate(self, where: str = "config") -> None:
+        """Every window must hold the question and still move forward through the context."""
+        room = self.max_length - self.max_question_tokens - SPECIAL_TOKENS_IN_PAIR
+        if room <= 0:
+            raise InputError(where, f"max_length {self.max_length} leaves no room for context after a "
+                                    f"{self.max_question_tokens}-token question")
+        if not 0 <= self.stride < room:
+            raise InputError(where, f"stride {self.stride} must be below max_length - max_question_tokens - 3 "
+                                    f"= {room}, or windows would not advance through the context")
+
+
+def truncate_questions(questions: list[str], tokenizer, max_tokens: int) -> list[str]:
+    """Cut questions longer than ``max_tokens`` tokens at a token boundary (keeps the stride valid)."""
+    encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for question, offsets in zip(questions, encoded["offset_mapping"]):
+        out.append(question if len(offsets) <= max_tokens else question[: offsets[max_tokens - 1][1]])
+    return out
+
+
+def _label(offset_start: np.ndarray, offset_end: np.ndarray, char_start: int, char_end: int) -> tuple[int, int]:
+    """Token span covering [char_start, char_end) or (0, 0) (the CLS position) if not inside the window."""
+    context = np.flatnonzero(offset_start != NOT_CONTEXT)
+    if len(context) == 0:
+        return 0, 0
+    first, last = context[0], context[-1]
+    if offset_start[first] > char_start or offset_end[last] < char_end:
+        return 0, 0
+    start = first + int(np.searchsorted(offset_end[first:last + 1], char_start, side="right"))
+    end = first + int(np.searchsorted(offset_start[first:last + 1], char_end, side="left")) - 1
+    if start > end:
+        return 0, 0
+    return start, end
+
+
+def tokenize_examples(
+    examples: list[Example], tokenizer, spec: WindowSpec, example_offset: int = 0, batch_size: int = 512
+) -> pd.DataFrame:
+    """One row per window; ``example_index`` counts from ``example_offset`` (for shards)."""
+    spec.validate()
+    rows: dict[str, list] = {c: [] for c in FEATURE_COLUMNS}
+    for batch_start in range(0, len(examples), batch_size):
+        batch = examples[batch_start:batch_start + batch_size]
+        questions = truncate_questions([e.question.lstrip() for e in batch], tokenizer, spec.max_question_tokens)
+        encoded = tokenizer(
+            questions,
+            [e.context for e in batch],
+            truncation="only_second",
+            max_length=spec.max_length,
+            stride=spec.stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            return_token_type_ids=True,
+            padding=False,
+        )
+        for i, sample in enumerate(encoded["overflow_to_sample_mapping"]):
+            example = batch[sample]
+            sequence_ids = encoded.sequence_ids(i)
+            offsets = encoded["offset_mapping"][i]
+            starts = np.array([o[0] if s == 1 else NOT_CONTEXT for o, s in zip(offsets, sequence_ids)], np.int32)
+            ends = np.array([o[1] if s == 1 else NOT_CONTEXT for o, s in zip(offsets, sequence_ids)], np.int32)
+            if example.answer_texts:
+                char_start = example.answer_starts[0]
+                start, end = _label(starts, ends, char_start, char_start + len(example.answer_texts[0]))
+            else:
+                start, end = 0, 0
+            rows["example_index"].append(example_offset + batch_start + sample)
+            rows["example_id"].append(example.id)
+            rows["input_ids"].append(np.asarray(encoded["input_ids"][i], np.int32))
+            rows["token_type_ids"].append(np.asarray(encoded["token_type_ids"][i], np.int8))
+            rows["offset_start"].append(starts)
+            rows["offset_end"].append(ends)
+            rows["start_position"].append(start)
+            rows["end_position"].append(end)
+    return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
+
+
+def shard_bounds(n_items: int, shard: int, n_shards: int) -> tuple[int, int]:
+    """Contiguous [lo, hi) range of shard ``shard`` out of ``n_shards``."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is not in 0..{n_shards - 1}")
+    return n_items * shard // n_shards, n_items * (shard + 1) // n_shards
+
+
+def read_feature_shards(paths: list[str]) -> pd.DataFrame:
+    frames = [pd.read_parquet(p) for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FEATURE_COLUMNS)

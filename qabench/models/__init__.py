@@ -1,0 +1,1 @@
+"""Model families. Each module builds a span-extraction model with a no-answer score."""

@@ -1,0 +1,45 @@
+"""BERT-family encoders with a start/end span head; the CLS position scores "no answer"."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+
+from qabench import checkpoints
+
+FAMILY = "encoder"
+
+
+def build(checkpoint: str | dict, seed: int):
+    """Model and tokenizer for training, plus a short description of where the weights came from.
+
+    ``checkpoint`` is a spec string (hub id, directory, ``pip:package``) or
+    ``{"random_init": {config fields}, "tokenizer": spec, "model_type": "bert"}``.
+    """
+    torch.manual_seed(seed)
+    if isinstance(checkpoint, dict):
+        tokenizer = checkpoints.load_pretrained(AutoTokenizer, checkpoint["tokenizer"])
+        fields = dict(checkpoint["random_init"])
+        fields.setdefault("vocab_size", tokenizer.vocab_size)
+        config = AutoConfig.for_model(checkpoint.get("model_type", "bert"), **fields)
+        model = AutoModelForQuestionAnswering.from_config(config)
+        origin = f"random init ({config.model_type}, {config.num_hidden_layers} layers, hidden {config.hidden_size})"
+    else:
+        tokenizer = checkpoints.load_pretrained(AutoTokenizer, checkpoint)
+        model = checkpoints.load_pretrained(AutoModelForQuestionAnswering, checkpoint)
+        origin = checkpoint
+    return model, tokenizer, origin
+
+
+def load(model_dir: str):
+    """A fine-tuned model directory (ours or any hub/local QA checkpoint) for inference."""
+    tokenizer = checkpoints.load_pretrained(AutoTokenizer, model_dir)
+    model = checkpoints.load_pretrained(AutoModelForQuestionAnswering, model_dir)
+    model.eval()
+    return model, tokenizer
+
+
+def span_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    out = model(**inputs)
+    return out.start_logits, out.end_logits

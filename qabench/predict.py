@@ -1,0 +1,92 @@
+"""Batched span-extraction inference on any SQuAD-format questions with any QA checkpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from qabench import postprocess
+from qabench.batching import pad_batch, sorted_batches
+from qabench.data import Example
+from qabench.features import WindowSpec, tokenize_examples
+from qabench.models import encoder
+
+SETTINGS_FILE = "qabench.json"
+DEFAULT_SETTINGS = {"max_length": 384, "stride": 128, "max_question_tokens": 64,
+                    "max_answer_tokens": 30, "n_best": 20, "null_threshold": 0.0}
+
+
+def read_settings(model_dir: str | Path) -> dict:
+    """Window and decision settings saved with a checkpoint (defaults for foreign checkpoints)."""
+    path = Path(model_dir) / SETTINGS_FILE
+    settings = dict(DEFAULT_SETTINGS)
+    if path.is_file():
+        settings.update(json.loads(path.read_text()))
+    return settings
+
+
+@dataclass
+class PredictionResult:
+    predictions: dict[str, str]
+    na_probs: dict[str, float]
+    answers: dict[str, postprocess.Answer]
+    threshold: float
+    stats: dict = field(default_factory=dict)
+
+
+def window_logits(model, features, pad_id: int, batch_size: int, precision: str = "fp32",
+                  progress: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Start/end logits (float32, unpadded) for every feature row, in row order."""
+    lengths = features["input_ids"].map(len).to_numpy()
+    ids = features["input_ids"].tolist()
+    types = features["token_type_ids"].tolist()
+    out: list = [None] * len(features)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    model.eval()
+    with torch.inference_mode(), autocast:
+        for batch in tqdm(sorted_batches(lengths, batch_size), desc="predict", unit="batch",
+                          disable=not progress, mininterval=5):
+            inputs = pad_batch([ids[i] for i in batch], [types[i] for i in batch], pad_id)
+            start, end = encoder.span_logits(model, inputs)
+            start, end = start.float().numpy(), end.float().numpy()
+            for row, i in enumerate(batch):
+                out[i] = (start[row, : lengths[i]], end[row, : lengths[i]])
+    return out
+
+
+def predict(model, tokenizer, examples: list[Example], settings: dict, batch_size: int = 64,
+            threshold: float | None = None, precision: str = "fp32", progress: bool = True) -> PredictionResult:
+    """Tokenize into windows, run the model length-sorted, and pick the best answer per question."""
+    threshold = settings["null_threshold"] if threshold is None else threshold
+    spec = WindowSpec(settings["max_length"], settings["stride"], settings["max_question_tokens"])
+    t0 = time.perf_counter()
+    features = tokenize_examples(examples, tokenizer, spec)
+    t1 = time.perf_counter()
+    logits = window_logits(model, features, tokenizer.pad_token_id, batch_size, precision, progress)
+    t2 = time.perf_counter()
+    windows_by_example: dict[int, list[dict]] = {}
+    for row, (start, end) in zip(features.itertuples(index=False), logits):
+        windows_by_example.setdefault(row.example_index, []).append(
+            {"start_logits": start, "end_logits": end, "offset_start": row.offset_start, "offset_end": row.offset_end})
+    answers, predictions, na_probs = {}, {}, {}
+    for index, example in enumerate(examples):
+        answer = postprocess.answer_question(example.context, windows_by_example[index],
+                                             settings["n_best"], settings["max_answer_tokens"])
+        answers[example.id] = answer
+        predictions[example.id] = postprocess.decide(answer, threshold)
+        na_probs[example.id] = answer.na_prob
+    t3 = time.perf_counter()
+    stats = {
+        "questions": len(examples), "windows": len(features),
+        "tokens": int(features["input_ids"].map(len).sum()),
+        "tokenize_s": t1 - t0, "model_s": t2 - t1, "postprocess_s": t3 - t2, "total_s": t3 - t0,
+        "questions_per_s": len(examples) / (t3 - t0), "batch_size": batch_size, "precision": precision,
+        "threads": torch.get_num_threads(),
+    }
+    return PredictionResult(predictions, na_probs, answers, threshold, stats)

@@ -1,0 +1,101 @@
+def source_args(wildcards):
+    spec = DATA["sources"][wildcards.source]
+    if "path" in spec:
+        args = f"--path '{spec['path']}'"
+    else:
+        args = f"--url '{spec['url']}'" + "".join(f" --mirror '{m}'" for m in DATA.get("local_mirrors", []))
+    return args + (f" --sha256 {spec['sha256']}" if spec.get("sha256") else "")
+
+
+rule download:
+    output:
+        "results/data/raw/{source}.json.gz",
+    params:
+        source=source_args,
+    log:
+        "logs/download/{source}.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python {SCRIPTS}/download.py {params.source} --out {output} > {log} 2>&1"
+
+
+def train_prepare_args(wildcards):
+    train = DATA["train"]
+    args = [f"--seed {SEED}"]
+    if train.get("max_questions"):
+        args.append(f"--max-questions {train['max_questions']}")
+    if train.get("holdout_questions"):
+        args.append(f"--holdout-questions {train['holdout_questions']}")
+    args += [f"--negative {kind}={fraction}" for kind, fraction in train.get("negatives", {}).items()]
+    return " ".join(args)
+
+
+rule prepare_train:
+    input:
+        lambda wc: f"results/data/raw/{DATA['train']['source']}.json.gz",
+    output:
+        train="results/data/examples/train.parquet",
+        holdout="results/data/examples/holdout.parquet",
+    params:
+        options=train_prepare_args,
+        holdout_articles=DATA["train"]["holdout_articles"],
+    log:
+        "logs/prepare/train.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python {SCRIPTS}/prepare_examples.py --squad {input} --out {output.train} "
+        "--holdout-out {output.holdout} --holdout-articles {params.holdout_articles} {params.options} > {log} 2>&1"
+
+
+rule prepare_eval:
+    input:
+        lambda wc: f"results/data/raw/{DATA['eval_sets'][wc.eval_set]['source']}.json.gz",
+    output:
+        "results/data/examples/{eval_set}.parquet",
+    log:
+        "logs/prepare/{eval_set}.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python {SCRIPTS}/prepare_examples.py --squad {input} --out {output} > {log} 2>&1"
+
+
+def tokenizer_spec(model):
+    spec = MODELS[model]["checkpoint"]
+    return spec["tokenizer"] if isinstance(spec, dict) else spec
+
+
+rule tokenize_shard:
+    input:
+        "results/data/examples/train.parquet",
+    output:
+        "results/features/{model}/train/shard-{shard}.parquet",
+    params:
+        tokenizer=lambda wc: tokenizer_spec(wc.model),
+        window=lambda wc: (
+            f"--max-length {config['tokenize']['max_length']} --stride {config['tokenize']['stride']} "
+            f"--max-question-tokens {config['tokenize']['max_question_tokens']}"
+        ),
+        shards=SHARDS,
+    log:
+        "logs/tokenize/{model}/train-{shard}.log",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python {SCRIPTS}/tokenize_shard.py --examples {input} --tokenizer '{params.tokenizer}' {params.window} "
+        "--shard {wildcards.shard} --shards {params.shards} --out {output} > {log} 2>&1"
+
+
+rule feature_manifest:
+    input:
+        expand("results/features/{{model}}/train/shard-{shard}.parquet", shard=range(SHARDS)),
+    output:
+        "results/features/{model}/train/manifest.json",
+    log:
+        "logs/tokenize/{model}/manifest.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python {SCRIPTS}/feature_manifest.py --shards {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,40 @@
+rule predict:
+    input:
+        model="results/models/{model}/{variant}",
+        examples="results/data/examples/{eval_set}.parquet",
+    output:
+        predictions="results/predictions/{model}/{variant}/{eval_set}/predictions.json",
+        na_probs="results/predictions/{model}/{variant}/{eval_set}/na_probs.json",
+        decision="results/predictions/{model}/{variant}/{eval_set}/decision.json",
+    params:
+        out_dir=subpath(output.predictions, parent=True),
+        batch_size=config["predict"]["batch_size"],
+        precision=config["predict"]["precision"],
+    threads: config["threads"]["predict"]
+    log:
+        "logs/predict/{model}/{variant}/{eval_set}.log",
+    benchmark:
+        "results/benchmarks/predict/{model}/{variant}/{eval_set}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python {SCRIPTS}/predict.py --model {input.model} --data {input.examples} "
+        "--out-dir {params.out_dir} --batch-size {params.batch_size} --precision {params.precision} "
+        "--threads {threads} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        data=lambda wc: f"results/data/raw/{DATA['eval_sets'][wc.eval_set]['source']}.json.gz",
+        predictions="results/predictions/{model}/{variant}/{eval_set}/predictions.json",
+        na_probs="results/predictions/{model}/{variant}/{eval_set}/na_probs.json",
+        decision="results/predictions/{model}/{variant}/{eval_set}/decision.json",
+    output:
+        "results/metrics/{model}/{variant}/{eval_set}.json",
+    log:
+        "logs/evaluate/{model}/{variant}/{eval_set}.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python {SCRIPTS}/evaluate.py --data {input.data} --predictions {input.predictions} "
+        "--na-probs {input.na_probs} --decision {input.decision} --out {output} > {log} 2>&1"

@@ -1,0 +1,63 @@
+"""Score SQuAD predictions with the official SQuAD 2.0 metric (plus strict_exact).
+
+    python workflow_scripts/evaluate.py --data SQUAD.json[.gz] --predictions PREDS.json \
+        [--na-probs NA.json] [--na-prob-thresh 1.0 | --decision DECISION.json] --out METRICS.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Sequence
+
+from qabench.errors import InputError, run_cli
+from qabench.io import read_json, write_json
+from qabench.metrics import evaluate_files
+
+
+def read_decision_threshold(path: str) -> float:
+    """The "threshold" a predict step chose for abstaining (na_prob > threshold -> "")."""
+    decision = read_json(path)
+    if not isinstance(decision, dict) or "threshold" not in decision:
+        raise InputError(path, 'expected a JSON object with a "threshold" key')
+    threshold = decision["threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise InputError(path, f'"threshold" must be a finite number, found {threshold!r}')
+    return float(threshold)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="SQuAD v1.1/v2.0 file (.json or .json.gz)")
+    parser.add_argument("--predictions", required=True, help="JSON object: question id -> answer text")
+    parser.add_argument("--na-probs", help="JSON object: question id -> no-answer probability")
+    parser.add_argument(
+        "--na-prob-thresh", type=float, default=None,
+        help="abstain where the no-answer probability exceeds this (default 1.0)",
+    )
+    parser.add_argument("--decision", help='JSON file whose "threshold" is used as --na-prob-thresh')
+    parser.add_argument("--out", required=True, help="metrics JSON to write")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.decision is not None and args.na_prob_thresh is not None:
+        raise InputError(args.decision, "--decision and --na-prob-thresh were both given; pass only one")
+    if args.decision is not None:
+        threshold = read_decision_threshold(args.decision)
+    elif args.na_prob_thresh is not None:
+        threshold = args.na_prob_thresh
+    else:
+        threshold = 1.0
+    if math.isnan(threshold):
+        raise InputError("--na-prob-thresh", "must be a number, not nan")
+    metrics = evaluate_files(args.data, args.predictions, args.na_probs, threshold)
+    write_json(args.out, metrics)
+    print(f"exact {metrics['exact']:.2f}  f1 {metrics['f1']:.2f}  "
+          f"({metrics['total']} questions, na_prob_thresh {threshold:g}) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,51 @@
+"""Answer every question of a SQuAD-format file (or examples table) with a QA checkpoint.
+
+    python workflow_scripts/predict.py --model MODEL_DIR --data FILE.json[.gz]|EXAMPLES.parquet \
+        --out-dir DIR [--batch-size 64] [--threshold T] [--precision fp32|bf16] [--threads N]
+
+Writes DIR/predictions.json ({id: answer}, "" to abstain), DIR/na_probs.json ({id: null score
+minus best span score}) and DIR/decision.json (the threshold used and timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from qabench import cli
+from qabench.data import read_examples
+from qabench.errors import run_cli
+from qabench.io import write_json
+from qabench.models import encoder
+from qabench.predict import predict, read_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="model directory, hub id or pip:package")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threshold", type=float, help="abstain when na_prob exceeds this (default: the model's)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args(argv)
+    cli.setup(args.threads)
+    examples = read_examples(args.data)
+    model, tokenizer = encoder.load(args.model)
+    settings = read_settings(args.model) if Path(args.model).is_dir() else read_settings("")
+    result = predict(model, tokenizer, examples, settings, batch_size=args.batch_size,
+                     threshold=args.threshold, precision=args.precision)
+    out = Path(args.out_dir)
+    write_json(out / "predictions.json", result.predictions)
+    write_json(out / "na_probs.json", result.na_probs)
+    write_json(out / "decision.json", {"threshold": result.threshold, "model": args.model, **result.stats})
+    logging.info("%d questions, %.1f questions/s, %d abstentions", len(examples), result.stats["questions_per_s"],
+                 sum(1 for v in result.predictions.values() if v == ""))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

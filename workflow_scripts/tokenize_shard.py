@@ -1,0 +1,46 @@
+"""Tokenize one shard of an examples table into question/context windows with labels (parquet).
+
+    python workflow_scripts/tokenize_shard.py --examples EXAMPLES.parquet --tokenizer SPEC \
+        --max-length 384 --stride 128 --max-question-tokens 64 --shard I --shards N --out SHARD.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Sequence
+
+from transformers import AutoTokenizer
+
+from qabench import checkpoints, cli
+from qabench.data import read_examples
+from qabench.errors import run_cli
+from qabench.features import WindowSpec, shard_bounds, tokenize_examples
+from qabench.io import write_parquet
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", required=True)
+    parser.add_argument("--tokenizer", required=True, help="hub id, directory or pip:package")
+    parser.add_argument("--max-length", type=int, default=384)
+    parser.add_argument("--stride", type=int, default=128)
+    parser.add_argument("--max-question-tokens", type=int, default=64)
+    parser.add_argument("--shard", type=int, default=0)
+    parser.add_argument("--shards", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    cli.setup()
+    spec = WindowSpec(args.max_length, args.stride, args.max_question_tokens)
+    spec.validate("--stride")
+    examples = read_examples(args.examples)
+    lo, hi = shard_bounds(len(examples), args.shard, args.shards)
+    tokenizer = checkpoints.load_pretrained(AutoTokenizer, args.tokenizer)
+    features = tokenize_examples(examples[lo:hi], tokenizer, spec, example_offset=lo)
+    write_parquet(args.out, features)
+    logging.info("shard %d/%d: examples %d..%d -> %d windows", args.shard, args.shards, lo, hi, len(features))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

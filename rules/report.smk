@@ -18,7 +18,8 @@ rule summarize:
                 {"model": m, "variant": "base", "family": MODELS[m]["family"], "eval_set": e,
                  "metrics": f"results/metrics/{m}/base/{e}.json",
                  "decision": f"results/predictions/{m}/base/{e}/decision.json",
-                 "model_dir": f"results/models/{m}/base"}
+                 "model_dir": f"results/models/{m}/base",
+                 "benchmark": f"results/benchmarks/predict/{m}/base/{e}.tsv"}
                 for m in MODELS for e in EVAL_SETS
             ]
         ),

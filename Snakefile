@@ -22,7 +22,6 @@ try:
 except InputError as err:
     sys.exit(f"error: {err}")
 
-SCRIPTS = f"{workflow.basedir}/workflow_scripts"
 SEED = config["seed"]
 DATA = config["data"]
 MODELS = config["models"]
@@ -38,6 +37,7 @@ wildcard_constraints:
     shard=r"\d+",
 
 
+include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"

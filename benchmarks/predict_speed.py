@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     if bf16:
         rows.append(("qabench predict, bf16 autocast", bf16))
     for name, r in rows:
-        print(f"  {name:<34}{r['questions_per_s']:>9.1f}{r['seconds']:>9.2f}{r['exact']:>8.2f}{r['f1']:>8.2f}{r['answered']:>10}")
+        print(f"  {name:<34}{r['questions_per_s']:>9.1f}{r['seconds']:>9.2f}"
+              f"{r['exact']:>8.2f}{r['f1']:>8.2f}{r['answered']:>10}")
     print(f"  speed ratio qabench/HF (fp32): {report['predict']['speedup']:.2f}x; "
           f"same answer on {same}/{n}; EM diff {ours['exact'] - theirs['exact']:+.2f}")
     if bf16:

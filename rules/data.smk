@@ -1,12 +1,3 @@
-def source_args(wildcards):
-    spec = DATA["sources"][wildcards.source]
-    if "path" in spec:
-        args = f"--path '{spec['path']}'"
-    else:
-        args = f"--url '{spec['url']}'" + "".join(f" --mirror '{m}'" for m in DATA.get("local_mirrors", []))
-    return args + (f" --sha256 {spec['sha256']}" if spec.get("sha256") else "")
-
-
 rule download:
     output:
         "results/data/raw/{source}.json.gz",
@@ -17,18 +8,7 @@ rule download:
     conda:
         "../envs/data.yaml"
     shell:
-        "python {SCRIPTS}/download.py {params.source} --out {output} > {log} 2>&1"
-
-
-def train_prepare_args(wildcards):
-    train = DATA["train"]
-    args = [f"--seed {SEED}"]
-    if train.get("max_questions"):
-        args.append(f"--max-questions {train['max_questions']}")
-    if train.get("holdout_questions"):
-        args.append(f"--holdout-questions {train['holdout_questions']}")
-    args += [f"--negative {kind}={fraction}" for kind, fraction in train.get("negatives", {}).items()]
-    return " ".join(args)
+        "python -m workflow_scripts.download {params.source} --out {output} > {log} 2>&1"
 
 
 rule prepare_train:
@@ -45,7 +25,7 @@ rule prepare_train:
     conda:
         "../envs/data.yaml"
     shell:
-        "python {SCRIPTS}/prepare_examples.py --squad {input} --out {output.train} "
+        "python -m workflow_scripts.prepare_examples --squad {input} --out {output.train} "
         "--holdout-out {output.holdout} --holdout-articles {params.holdout_articles} {params.options} > {log} 2>&1"
 
 
@@ -59,12 +39,7 @@ rule prepare_eval:
     conda:
         "../envs/data.yaml"
     shell:
-        "python {SCRIPTS}/prepare_examples.py --squad {input} --out {output} > {log} 2>&1"
-
-
-def tokenizer_spec(model):
-    spec = MODELS[model]["checkpoint"]
-    return spec["tokenizer"] if isinstance(spec, dict) else spec
+        "python -m workflow_scripts.prepare_examples --squad {input} --out {output} > {log} 2>&1"
 
 
 rule tokenize_shard:
@@ -84,7 +59,7 @@ rule tokenize_shard:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python {SCRIPTS}/tokenize_shard.py --examples {input} --tokenizer '{params.tokenizer}' {params.window} "
+        "python -m workflow_scripts.tokenize_shard --examples {input} --tokenizer '{params.tokenizer}' {params.window} "
         "--shard {wildcards.shard} --shards {params.shards} --out {output} > {log} 2>&1"
 
 
@@ -98,4 +73,4 @@ rule feature_manifest:
     conda:
         "../envs/data.yaml"
     shell:
-        "python {SCRIPTS}/feature_manifest.py --shards {input} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.feature_manifest --shards {input} --out {output} > {log} 2>&1"

@@ -18,14 +18,14 @@ rule predict:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python {SCRIPTS}/predict.py --model {input.model} --data {input.examples} "
+        "python -m workflow_scripts.predict --model {input.model} --data {input.examples} "
         "--out-dir {params.out_dir} --batch-size {params.batch_size} --precision {params.precision} "
         "--threads {threads} > {log} 2>&1"
 
 
 rule evaluate:
     input:
-        data=lambda wc: f"results/data/raw/{DATA['eval_sets'][wc.eval_set]['source']}.json.gz",
+        data=lambda wc: eval_set_file(wc.eval_set),
         predictions="results/predictions/{model}/{variant}/{eval_set}/predictions.json",
         na_probs="results/predictions/{model}/{variant}/{eval_set}/na_probs.json",
         decision="results/predictions/{model}/{variant}/{eval_set}/decision.json",
@@ -36,5 +36,5 @@ rule evaluate:
     conda:
         "../envs/data.yaml"
     shell:
-        "python {SCRIPTS}/evaluate.py --data {input.data} --predictions {input.predictions} "
+        "python -m workflow_scripts.evaluate --data {input.data} --predictions {input.predictions} "
         "--na-probs {input.na_probs} --decision {input.decision} --out {output} > {log} 2>&1"

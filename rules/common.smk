@@ -1,0 +1,66 @@
+"""Helpers the rules share: command-line arguments built from the validated config."""
+
+
+def source_args(wildcards):
+    spec = DATA["sources"][wildcards.source]
+    if "path" in spec:
+        args = f"--path '{spec['path']}'"
+    else:
+        args = f"--url '{spec['url']}'" + "".join(f" --mirror '{m}'" for m in DATA.get("local_mirrors", []))
+    return args + (f" --sha256 {spec['sha256']}" if spec.get("sha256") else "")
+
+
+def train_prepare_args(wildcards):
+    train = DATA["train"]
+    args = [f"--seed {SEED}"]
+    if train.get("max_questions"):
+        args.append(f"--max-questions {train['max_questions']}")
+    if train.get("holdout_questions"):
+        args.append(f"--holdout-questions {train['holdout_questions']}")
+    args += [f"--negative {kind}={fraction}" for kind, fraction in train.get("negatives", {}).items()]
+    return " ".join(args)
+
+
+def tokenizer_spec(model):
+    spec = MODELS[model]["checkpoint"]
+    return spec["tokenizer"] if isinstance(spec, dict) else spec
+
+
+def train_options(wildcards):
+    settings = MODELS[wildcards.model].get("train", {})
+    window = config["tokenize"]
+    return (
+        f"--epochs {settings['epochs']} --learning-rate {settings['learning_rate']} "
+        f"--batch-size {settings['batch_size']} --warmup-ratio {settings['warmup_ratio']} "
+        f"--weight-decay {settings['weight_decay']} --precision {settings['precision']} "
+        f"--save-every-steps {settings['save_every_steps']} --seed {SEED} "
+        f"--max-length {window['max_length']} --stride {window['stride']} "
+        f"--max-question-tokens {window['max_question_tokens']}"
+    )
+
+
+def checkpoint_arg(wildcards):
+    spec = MODELS[wildcards.model]["checkpoint"]
+    return json.dumps(spec) if isinstance(spec, dict) else spec
+
+
+def eval_set_file(eval_set):
+    return f"results/data/raw/{DATA['eval_sets'][eval_set]['source']}.json.gz"
+
+
+def summary_rows(wildcards):
+    rows = [
+        {
+            "model": m,
+            "variant": "base",
+            "family": MODELS[m]["family"],
+            "eval_set": e,
+            "metrics": f"results/metrics/{m}/base/{e}.json",
+            "decision": f"results/predictions/{m}/base/{e}/decision.json",
+            "model_dir": f"results/models/{m}/base",
+            "benchmark": f"results/benchmarks/predict/{m}/base/{e}.tsv",
+        }
+        for m in MODELS
+        for e in EVAL_SETS
+    ]
+    return json.dumps(rows)

@@ -1,0 +1,108 @@
+"""End to end: configs/smoke.yaml through the whole DAG offline, in a scratch directory."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from qabench.data import load_squad
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+PINNED_COLUMNS = (
+    "model, variant, family, eval_set, exact, f1, HasAns_exact, HasAns_f1, NoAns_exact, best_f1, "
+    "best_f1_thresh, strict_exact, params, trainable_params, size_mb, latency_ms_p50, latency_ms_p95, "
+    "throughput_qps, peak_mem_mb, device"
+).split(", ")
+OFFICIAL_KEYS = ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
+                 "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"]
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+         *args, "--configfile", str(REPO / "configs" / "smoke.yaml")],
+        capture_output=True, text=True, timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = snakemake(workdir, "results/summary.md")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_summary_has_pinned_columns_and_measured_rows(smoke_run):
+    rows = list(csv.DictReader((smoke_run / "results" / "summary.csv").open()))
+    assert set(PINNED_COLUMNS) <= set(rows[0])
+    keys = {(r["model"], r["variant"], r["eval_set"]) for r in rows}
+    assert keys == {("always-abstain", "base", "dev"), ("tinybert", "base", "dev"),
+                    ("always-abstain", "base", "seen"), ("tinybert", "base", "seen")}
+    dev = load_squad(REPO / "tests" / "data" / "dev-tiny.json.gz")
+    abstain = next(r for r in rows if r["model"] == "always-abstain" and r["eval_set"] == "dev")
+    unanswerable = sum(e.is_impossible for e in dev)
+    assert float(abstain["exact"]) == pytest.approx(100 * unanswerable / len(dev))
+    model_row = next(r for r in rows if r["model"] == "tinybert" and r["eval_set"] == "dev")
+    assert model_row["family"] == "encoder"
+    assert int(model_row["params"]) > 0 and float(model_row["size_mb"]) > 0 and float(model_row["throughput_qps"]) > 0
+    assert model_row["latency_ms_p50"] == ""  # not measured yet: empty, never made up
+    summary = (smoke_run / "results" / "summary.md").read_text()
+    assert "random init" in summary and "always-abstain" in summary
+
+
+def test_predictions_are_exact_context_spans(smoke_run):
+    out = smoke_run / "results" / "predictions" / "tinybert" / "base" / "dev"
+    predictions = json.loads((out / "predictions.json").read_text())
+    na_probs = json.loads((out / "na_probs.json").read_text())
+    threshold = json.loads((out / "decision.json").read_text())["threshold"]
+    dev = load_squad(REPO / "tests" / "data" / "dev-tiny.json.gz")
+    assert set(predictions) == set(na_probs) == {e.id for e in dev}
+    for example in dev:
+        answer = predictions[example.id]
+        if na_probs[example.id] > threshold:
+            assert answer == ""
+        else:
+            assert answer and answer in example.context
+
+
+def test_metrics_have_the_official_keys(smoke_run):
+    metrics = json.loads((smoke_run / "results" / "metrics" / "tinybert" / "base" / "dev.json").read_text())
+    assert list(metrics)[: len(OFFICIAL_KEYS)] == OFFICIAL_KEYS
+    assert "strict_exact" in metrics
+
+
+def test_every_rule_logs(smoke_run):
+    logs = {p.relative_to(smoke_run / "logs").parts[0] for p in (smoke_run / "logs").rglob("*.log")}
+    assert {"download", "prepare", "tokenize", "train", "predict", "evaluate", "summarize.log"} <= logs
+
+
+def test_second_run_has_nothing_to_do(smoke_run):
+    result = snakemake(smoke_run, "results/summary.md", "--dry-run")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_predict_cli_never_abstaining_is_deterministic_and_spans_are_context_text(smoke_run, tmp_path):
+    model = smoke_run / "results" / "models" / "tinybert" / "base"
+    data = REPO / "tests" / "data" / "dev-tiny.json.gz"
+    outputs = []
+    for run in ("a", "b"):
+        subprocess.run([sys.executable, "-m", "workflow_scripts.predict", "--model", str(model), "--data", str(data),
+                        "--out-dir", str(tmp_path / run), "--threads", "1", "--threshold", "1e9"],
+                       check=True, capture_output=True, cwd=REPO)
+        outputs.append([(tmp_path / run / f).read_bytes() for f in ("predictions.json", "na_probs.json")])
+    assert outputs[0] == outputs[1]
+    predictions = json.loads(outputs[0][0])
+    for example in load_squad(data):
+        assert predictions[example.id] and predictions[example.id] in example.context
+
+
+def test_workflow_lints_clean():
+    result = subprocess.run([*SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr

@@ -44,11 +44,29 @@ def _resolve(path: str, base_dir: str | Path | None) -> str:
     return str(Path(base_dir) / path) if base_dir and not Path(path).is_absolute() else path
 
 
+def _check_sources(config: dict, source: str) -> None:
+    """Say which of url/sha256/path is wrong before the schema's less specific oneOf message."""
+    data = config.get("data") if isinstance(config, dict) else None
+    sources = data.get("sources") if isinstance(data, dict) else None
+    if not isinstance(sources, dict):
+        return
+    for name, spec in sources.items():
+        if not isinstance(spec, dict):
+            continue
+        if "url" in spec and "path" in spec:
+            raise InputError(source, f"data.sources.{name}: give either `url` (with `sha256`) or `path`, not both")
+        if "url" in spec and "sha256" not in spec:
+            raise InputError(source, f"data.sources.{name}: a `url` source needs its `sha256`")
+        if "url" not in spec and "path" not in spec:
+            raise InputError(source, f"data.sources.{name}: needs a `url` (with `sha256`) or a `path`")
+
+
 def validate(config: dict, source: str = "config", base_dir: str | Path | None = None) -> dict:
     """Check ``config`` against the schema and its cross-references; fill defaults; return it.
 
     Relative data paths (``path:``, ``local_mirrors``) are resolved against ``base_dir``.
     """
+    _check_sources(config, source)
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = _with_defaults(jsonschema.Draft7Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: len(list(e.absolute_path)))

@@ -72,7 +72,9 @@ def parse_squad(dataset: object, path: str | os.PathLike) -> list[Example]:
                     where_n = f"{where_q}.answers[{n}]"
                     text = _require(answer, "text", str, where_n, path)
                     start = _require(answer, "answer_start", int, where_n, path)
-                    if isinstance(start, bool) or context[start:start + len(text)] != text:
+                    if not text:
+                        raise InputError(path, f"question '{qid}': answer {n} has empty text")
+                    if isinstance(start, bool) or start < 0 or context[start:start + len(text)] != text:
                         found = context[start:start + len(text)] if isinstance(start, int) else ""
                         raise InputError(
                             path,

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 from qabench.errors import InputError
@@ -19,9 +20,12 @@ def content_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     path = Path(path)
     opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
-    with opener(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with opener(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except (OSError, EOFError, zlib.error) as err:
+        raise InputError(path, f"corrupt gzip data ({err})") from None
     return digest.hexdigest()
 
 
@@ -45,8 +49,13 @@ def find_local_copy(url: str, mirrors: list[str], sha256: str | None) -> Path | 
     name = url.rstrip("/").rsplit("/", 1)[-1]
     for folder in mirrors:
         for candidate in (Path(folder) / name, Path(folder) / f"{name}.gz"):
-            if candidate.is_file() and (sha256 is None or content_sha256(candidate) == sha256.lower()):
-                return candidate
+            if not candidate.is_file():
+                continue
+            try:
+                if sha256 is None or content_sha256(candidate) == sha256.lower():
+                    return candidate
+            except InputError:
+                continue  # a damaged mirror copy is skipped like one with the wrong checksum
     return None
 
 

@@ -137,13 +137,9 @@ def test_answer_start_must_be_an_int():
         parse_squad(_one(qa), "x.json")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG qabench/data.py parse_squad (answer check `context[start:start + len(text)] != text`): a negative "
-    "answer_start indexes from the end of the context in Python, so it can pass the check; the example is "
-    "then labelled (0, 0) (unanswerable) in every window by features._label"))
 def test_negative_answer_start_is_rejected():
-    assert CONTEXT[-8:-2] == "Warsaw"
-    qa = {"id": "a", "question": "Where was she born?", "answers": [{"text": "Warsaw", "answer_start": -8}]}
+    assert CONTEXT[-7:-1] == "Warsaw"
+    qa = {"id": "a", "question": "Where was she born?", "answers": [{"text": "Warsaw", "answer_start": -7}]}
     with pytest.raises(InputError, match="does not match the context"):
         parse_squad(_one(qa), "x.json")
 
@@ -276,3 +272,9 @@ def test_cli_unknown_negative_kind(tmp_path):
     proc = _run("--squad", TRAIN_TINY, "--out", tmp_path / "x.parquet", "--negative", "shuffle=0.5")
     _assert_one_line_error(proc, "--negative", "unknown kind 'shuffle'")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_answer_text_is_rejected():
+    qa = {"id": "a", "question": "q?", "answers": [{"text": "", "answer_start": 0}]}
+    with pytest.raises(InputError, match="empty text"):
+        parse_squad(_one(qa), "x.json")

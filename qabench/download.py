@@ -66,7 +66,8 @@ def fetch(out: str | Path, *, url: str | None = None, path: str | None = None, s
     if path:
         src = Path(path)
         if not src.is_file():
-            raise InputError(path, "file not found (a data source's `path` must be a .json or .json.gz file)")
+            raise InputError(path, "file not found; put the SQuAD file there, or change this source's "
+                                   "`path` (or give a `url` with its `sha256`) under data.sources in the config")
         _check(src, sha256, path)
         _store(src, out)
         return str(src)

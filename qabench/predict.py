@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from qabench import postprocess
+from qabench import checkpoints, postprocess
 from qabench.batching import pad_batch, sorted_batches
 from qabench.data import Example
 from qabench.features import WindowSpec, tokenize_examples
@@ -22,10 +22,10 @@ DEFAULT_SETTINGS = {"max_length": 384, "stride": 128, "max_question_tokens": 64,
                     "max_answer_tokens": 30, "n_best": 20, "null_threshold": 0.0}
 
 
-def read_settings(model_dir: str | Path) -> dict:
+def read_settings(model: str | Path) -> dict:
     """Window and decision settings saved with a checkpoint (defaults for foreign checkpoints)."""
-    path = Path(model_dir) / SETTINGS_FILE
     settings = dict(DEFAULT_SETTINGS)
+    path = Path(checkpoints.resolve(str(model))) / SETTINGS_FILE
     if path.is_file():
         settings.update(json.loads(path.read_text()))
     return settings

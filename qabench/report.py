@@ -134,6 +134,14 @@ def to_markdown(rows: list[dict]) -> str:
             lines += [f"| *{n}* | {p} | {_fmt(em) if em is not None else '-'} | {_fmt(f1)} | {s} |"
                       for n, p, em, f1, s in PUBLISHED_ANCHORS]
             lines.append("")
+    trained = {r["model"]: r for r in rows if r.get("train_questions")}
+    if trained:
+        lines += ["Training:", ""]
+        for name, r in trained.items():
+            minutes = f", {r['train_wall_s'] / 60:.1f} min" if r.get("train_wall_s") else ""
+            lines.append(f"- {name}: {r['train_questions']} training questions{minutes}; "
+                         f"abstain threshold {_fmt(r.get('threshold'), 3)} ({r.get('threshold_source')})")
+        lines.append("")
     lines += [
         "Notes:",
         "- EM/F1 use the threshold chosen at training time on held-out training articles (column *threshold*: "

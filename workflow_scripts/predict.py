@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.setup(args.threads)
     examples = read_examples(args.data)
     model, tokenizer = encoder.load(args.model)
-    settings = read_settings(args.model) if Path(args.model).is_dir() else read_settings("")
+    settings = read_settings(args.model)
     result = predict(model, tokenizer, examples, settings, batch_size=args.batch_size,
                      threshold=args.threshold, precision=args.precision)
     out = Path(args.out_dir)

@@ -85,6 +85,10 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
         if "path" in spec:
             spec["path"] = _resolve(spec["path"], base_dir)
     config["data"]["local_mirrors"] = [_resolve(m, base_dir) for m in config["data"]["local_mirrors"]]
+    efficiency = config["efficiency"]
+    efficiency.setdefault("eval_set", next(iter(config["data"]["eval_sets"])))
+    if efficiency["eval_set"] not in config["data"]["eval_sets"]:
+        raise InputError(source, f"efficiency.eval_set: '{efficiency['eval_set']}' is not one of data.eval_sets")
     tok = config["tokenize"]
     WindowSpec(tok["max_length"], tok["stride"], tok["max_question_tokens"]).validate(f"{source}: tokenize")
     for name in config["models"]:

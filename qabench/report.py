@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import platform
 from pathlib import Path
 
 from qabench import metrics
@@ -14,8 +13,8 @@ from qabench.data import load_squad
 CSV_COLUMNS = [
     "model", "variant", "family", "eval_set", "exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact",
     "best_f1", "best_f1_thresh", "strict_exact", "params", "trainable_params", "size_mb", "latency_ms_p50",
-    "latency_ms_p95", "throughput_qps", "peak_mem_mb", "device", "threshold", "threshold_source", "init",
-    "train_questions", "train_wall_s", "total",
+    "latency_ms_p95", "throughput_qps", "peak_mem_mb", "device", "nonzero_params", "predict_qps",
+    "train_peak_mem_mb", "threshold", "threshold_source", "init", "train_questions", "train_wall_s", "total",
 ]
 
 # SQuAD 2.0 dev, EM / F1, from ../shared/DESIGN.md: reference only, never measured here.
@@ -35,23 +34,8 @@ PUBLISHED_ANCHORS = [
 OFFICIAL_DEV_QUESTIONS = 11873
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _weights_mb(model_dir: Path) -> float:
-    files = [p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".onnx")]
-    return round(sum(p.stat().st_size for p in files) / 2**20, 2)
-
-
-def _peak_mem_mb(benchmark_tsv: Path) -> float | None:
-    """max_rss of the predict job from Snakemake's benchmark file."""
+def _max_rss_mb(benchmark_tsv: Path) -> float | None:
+    """Peak memory of a job from its Snakemake benchmark file."""
     if not benchmark_tsv.is_file():
         return None
     rows = list(csv.DictReader(benchmark_tsv.open(), delimiter="\t"))
@@ -61,19 +45,28 @@ def _peak_mem_mb(benchmark_tsv: Path) -> float | None:
         return None
 
 
+def _read(path: str | Path | None) -> dict:
+    return json.loads(Path(path).read_text()) if path and Path(path).is_file() else {}
+
+
 def measured_row(entry: dict) -> dict:
-    scores = json.loads(Path(entry["metrics"]).read_text())
-    decision = json.loads(Path(entry["decision"]).read_text())
-    model_dir = Path(entry["model_dir"])
-    settings = json.loads((model_dir / "qabench.json").read_text()) if (model_dir / "qabench.json").is_file() else {}
-    training = json.loads((model_dir / "training.json").read_text()) if (model_dir / "training.json").is_file() else {}
+    scores = _read(entry["metrics"])
+    decision = _read(entry["decision"])
+    cost = _read(entry.get("efficiency"))
+    settings = _read(Path(entry["model_dir"]) / "qabench.json")
+    training = _read(Path(entry["model_dir"]) / "training.json")
+    machine = cost.get("machine", {})
     row = {k: scores.get(k) for k in CSV_COLUMNS if k in scores}
     row.update(
         model=entry["model"], variant=entry["variant"], family=entry["family"], eval_set=entry["eval_set"],
-        params=training.get("params"), trainable_params=training.get("trainable_params"),
-        size_mb=_weights_mb(model_dir), throughput_qps=round(decision["questions_per_s"], 2),
-        peak_mem_mb=_peak_mem_mb(Path(entry["benchmark"])) if entry.get("benchmark") else None,
-        device=f"cpu: {_cpu_name()}, {decision.get('threads')} threads, {decision.get('precision')}",
+        params=cost.get("params", training.get("params")), nonzero_params=cost.get("nonzero_params"),
+        trainable_params=training.get("trainable_params"), size_mb=cost.get("size_mb"),
+        latency_ms_p50=cost.get("latency_ms_p50"), latency_ms_p95=cost.get("latency_ms_p95"),
+        throughput_qps=cost.get("throughput_qps"), peak_mem_mb=cost.get("peak_mem_mb"),
+        predict_qps=round(decision["questions_per_s"], 2),
+        train_peak_mem_mb=_max_rss_mb(Path(entry["train_benchmark"])) if entry.get("train_benchmark") else None,
+        device=f"{machine.get('device', 'cpu')}: {machine.get('cpu', '?')}, {machine.get('threads', '?')} threads, "
+               f"torch {machine.get('torch', '?')}" if machine else None,
         threshold=decision["threshold"], threshold_source=settings.get("threshold_source"),
         init=settings.get("origin"), train_questions=training.get("data", {}).get("questions"),
         train_wall_s=training.get("wall_s_this_run"),
@@ -117,15 +110,16 @@ def to_markdown(rows: list[dict]) -> str:
         total = subset[0].get("total")
         lines += [f"## {eval_set} ({total} questions)", "",
                   "| model | variant | family | EM | F1 | HasAns F1 | NoAns EM | best F1 (thresh) | strict EM "
-                  "| params | size MB | q/s | peak MB | threshold | init |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "| params | size MB | p50 ms | p95 ms | q/s | peak MB | threshold | init |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in subset:
             best = f"{_fmt(r.get('best_f1'))} ({_fmt(r.get('best_f1_thresh'), 3)})" if r.get("best_f1") is not None else ""
             lines.append(
                 f"| {r['model']} | {r['variant']} | {r['family']} | {_fmt(r.get('exact'))} | {_fmt(r.get('f1'))} "
                 f"| {_fmt(r.get('HasAns_f1'))} | {_fmt(r.get('NoAns_exact'))} | {best} | {_fmt(r.get('strict_exact'))} "
-                f"| {_fmt(r.get('params'))} | {_fmt(r.get('size_mb'))} | {_fmt(r.get('throughput_qps'))} "
-                f"| {_fmt(r.get('peak_mem_mb'))} | {_fmt(r.get('threshold'), 3)} | {r.get('init') or ''} |")
+                f"| {_fmt(r.get('params'))} | {_fmt(r.get('size_mb'))} | {_fmt(r.get('latency_ms_p50'), 1)} "
+                f"| {_fmt(r.get('latency_ms_p95'), 1)} | {_fmt(r.get('throughput_qps'))} "
+                f"| {_fmt(r.get('peak_mem_mb'), 0)} | {_fmt(r.get('threshold'), 3)} | {r.get('init') or ''} |")
         lines.append("")
         if total == OFFICIAL_DEV_QUESTIONS:
             lines += ["Published reference numbers on the official SQuAD 2.0 dev set (**not measured here**; "
@@ -148,9 +142,10 @@ def to_markdown(rows: list[dict]) -> str:
         "abstain when null score minus best span score exceeds it); *best F1* is the official oracle "
         "threshold searched on the eval set itself, shown for comparison only.",
         "- *strict EM*: exact string equality without SQuAD's normalisation.",
-        "- *q/s*: questions per second of the predict step (tokenization, model and span search) on the device "
-        "listed in summary.csv; *peak MB*: the predict job's max RSS from Snakemake's benchmark file.",
-        "- latency_ms_p50/p95 (batch 1) are empty in summary.csv: no per-question latency benchmark runs yet.",
+        "- Costs come from the efficiency rule, run alone on the machine named in summary.csv (*device*): "
+        "*p50/p95 ms*, latency per question at batch 1 (tokenization, model and span search) over a fixed "
+        "sample of eval questions after warm-up; *q/s*, throughput on the same questions at a larger batch; "
+        "*peak MB*, the benchmark process's peak resident memory; *size MB*, the whole checkpoint directory.",
         "",
     ]
     return "\n".join(lines)

@@ -58,7 +58,8 @@ def summary_rows(wildcards):
             "metrics": f"results/metrics/{m}/base/{e}.json",
             "decision": f"results/predictions/{m}/base/{e}/decision.json",
             "model_dir": f"results/models/{m}/base",
-            "benchmark": f"results/benchmarks/predict/{m}/base/{e}.tsv",
+            "efficiency": f"results/efficiency/{m}/base.json",
+            "train_benchmark": f"results/benchmarks/train/{m}/base.tsv",
         }
         for m in MODELS
         for e in EVAL_SETS

@@ -38,3 +38,25 @@ rule evaluate:
     shell:
         "python -m workflow_scripts.evaluate --data {input.data} --predictions {input.predictions} "
         "--na-probs {input.na_probs} --decision {input.decision} --out {output} > {log} 2>&1"
+
+
+rule efficiency:
+    input:
+        model="results/models/{model}/{variant}",
+        examples=f"results/data/examples/{config['efficiency']['eval_set']}.parquet",
+    output:
+        "results/efficiency/{model}/{variant}.json",
+    params:
+        questions=config["efficiency"]["questions"],
+        batch_size=config["efficiency"]["batch_size"],
+        torch_threads=config["threads"]["predict"],
+    # all cores are claimed so that no other job runs beside the timing
+    threads: workflow.cores
+    log:
+        "logs/efficiency/{model}/{variant}.log",
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "python -m workflow_scripts.efficiency --model {input.model} --data {input.examples} "
+        "--training {input.model}/training.json --questions {params.questions} "
+        "--batch-size {params.batch_size} --threads {params.torch_threads} --out {output} > {log} 2>&1"

@@ -5,6 +5,7 @@ rule summarize:
             "results/predictions/{model}/base/{eval_set}/decision.json", model=MODELS, eval_set=EVAL_SETS
         ),
         models=expand("results/models/{model}/base", model=MODELS),
+        efficiency=expand("results/efficiency/{model}/base.json", model=MODELS),
         eval_data=sorted({eval_set_file(e) for e in EVAL_SETS}),
     output:
         markdown="results/summary.md",

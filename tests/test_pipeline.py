@@ -50,7 +50,9 @@ def test_summary_has_pinned_columns_and_measured_rows(smoke_run):
     model_row = next(r for r in rows if r["model"] == "tinybert" and r["eval_set"] == "dev")
     assert model_row["family"] == "encoder"
     assert int(model_row["params"]) > 0 and float(model_row["size_mb"]) > 0 and float(model_row["throughput_qps"]) > 0
-    assert model_row["latency_ms_p50"] == ""  # not measured yet: empty, never made up
+    assert 0 < float(model_row["latency_ms_p50"]) <= float(model_row["latency_ms_p95"])
+    assert float(model_row["peak_mem_mb"]) > 0 and model_row["device"].startswith("cpu")
+    assert abstain["latency_ms_p50"] == "" and abstain["size_mb"] == ""  # nothing to measure: empty
     summary = (smoke_run / "results" / "summary.md").read_text()
     assert "random init" in summary and "always-abstain" in summary
 
@@ -78,7 +80,7 @@ def test_metrics_have_the_official_keys(smoke_run):
 
 def test_every_rule_logs(smoke_run):
     logs = {p.relative_to(smoke_run / "logs").parts[0] for p in (smoke_run / "logs").rglob("*.log")}
-    assert {"download", "prepare", "tokenize", "train", "predict", "evaluate", "summarize.log"} <= logs
+    assert {"download", "prepare", "tokenize", "train", "predict", "evaluate", "efficiency", "summarize.log"} <= logs
 
 
 def test_second_run_has_nothing_to_do(smoke_run):

@@ -1,0 +1,67 @@
+"""Cost of running a QA checkpoint: parameters, size, latency at batch 1, throughput, peak memory."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from qabench.data import Example
+from qabench.predict import predict
+
+
+def describe_machine(threads: int, device: str = "cpu") -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"device": device, "cpu": cpu, "threads": threads, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def disk_size_mb(model_dir: str | Path) -> float:
+    """Everything in the checkpoint directory: weights, config, tokenizer files."""
+    files = [p for p in Path(model_dir).rglob("*") if p.is_file()]
+    return round(sum(p.stat().st_size for p in files) / 2**20, 2)
+
+
+def parameter_counts(model) -> dict:
+    params = list(model.parameters())
+    return {"params": sum(p.numel() for p in params),
+            "nonzero_params": int(sum(int(torch.count_nonzero(p)) for p in params))}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def measure(model, tokenizer, examples: list[Example], settings: dict, *, warmup: int = 5,
+            batch_size: int = 64, precision: str = "fp32") -> dict:
+    """Latency per question at batch 1 (after warm-up) and throughput at ``batch_size``."""
+    for example in examples[:warmup]:
+        predict(model, tokenizer, [example], settings, batch_size=1, precision=precision, progress=False)
+    latencies = []
+    for example in examples:
+        t0 = time.perf_counter()
+        predict(model, tokenizer, [example], settings, batch_size=1, precision=precision, progress=False)
+        latencies.append((time.perf_counter() - t0) * 1000)
+    t0 = time.perf_counter()
+    predict(model, tokenizer, examples, settings, batch_size=batch_size, precision=precision, progress=False)
+    batched = time.perf_counter() - t0
+    return {
+        "questions": len(examples), "warmup": warmup,
+        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2),
+        "latency_ms_p95": round(float(np.percentile(latencies, 95)), 2),
+        "throughput_qps": round(len(examples) / batched, 2), "throughput_batch_size": batch_size,
+        "precision": precision, "peak_mem_mb": peak_rss_mb(),
+    }

@@ -1,0 +1,59 @@
+"""Measure a checkpoint's cost on this machine: size, parameters, latency p50/p95, throughput, memory.
+
+    python -m workflow_scripts.efficiency --model MODEL_DIR --data EVAL.parquet|SQUAD.json[.gz] \
+        --out EFFICIENCY.json [--questions 100] [--seed 0] [--batch-size 64] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from qabench import cli, efficiency
+from qabench.data import read_examples
+from qabench.errors import run_cli
+from qabench.io import write_json
+from qabench.models import encoder
+from qabench.predict import read_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--questions", type=int, default=100, help="fixed seeded sample of the eval set")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--training", help="training.json of the checkpoint (training time and parameters)")
+    args = parser.parse_args(argv)
+    cli.setup(args.threads)
+    examples = read_examples(args.data)
+    examples = random.Random(args.seed).sample(examples, min(args.questions, len(examples)))
+    model, tokenizer = encoder.load(args.model)
+    result = {
+        "model_dir": args.model, "size_mb": efficiency.disk_size_mb(args.model),
+        **efficiency.parameter_counts(model),
+        **efficiency.measure(model, tokenizer, examples, read_settings(args.model),
+                             batch_size=args.batch_size, precision=args.precision),
+        "machine": efficiency.describe_machine(torch.get_num_threads()),
+    }
+    if args.training and Path(args.training).is_file():
+        training = json.loads(Path(args.training).read_text())
+        result.update(trainable_params=training.get("trainable_params"), train_wall_s=training.get("wall_s_this_run"))
+    write_json(args.out, result)
+    logging.info("p50 %.1f ms, p95 %.1f ms, %.1f q/s at batch %d", result["latency_ms_p50"],
+                 result["latency_ms_p95"], result["throughput_qps"], args.batch_size)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

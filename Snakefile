@@ -5,7 +5,9 @@ import sys
 
 from qabench.config import validate as validate_config
 from qabench.errors import InputError
+from qabench.snakemake_env import put_running_interpreter_first
 
+put_running_interpreter_first()
 
 # config.yaml is the default experiment; --configfile replaces it instead of being merged into it
 if not workflow.overwrite_configfiles:

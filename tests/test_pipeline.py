@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,11 +22,17 @@ OFFICIAL_KEYS = ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_to
                  "NoAns_total", "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"]
 
 
+def path_without_this_venv() -> str:
+    """PATH as in a shell where the venv is not activated: the README runs `.venv/bin/snakemake` directly."""
+    venv_bin = os.path.dirname(sys.executable)
+    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+
+
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
          *args, "--configfile", str(REPO / "configs" / "smoke.yaml")],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True, text=True, timeout=900, env={**os.environ, "PATH": path_without_this_venv()},
     )
 
 

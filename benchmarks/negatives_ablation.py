@@ -29,7 +29,7 @@ from qabench.models import encoder
 from qabench.negatives import KINDS
 from qabench.predict import DEFAULT_SETTINGS, predict
 from qabench.prepare import prepare
-from qabench.train import TrainSettings, train
+from qabench.train import TrainSettings, span_batch_loss, train
 
 
 def recipes(share: float) -> dict[str, dict[str, float]]:
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev = load_squad(args.dev)
     dev = sorted(random.Random(args.seed).sample(dev, min(args.dev_questions, len(dev))), key=lambda e: e.id)
     window = {"max_length": 384, "stride": 128, "max_question_tokens": 64}
-    settings = {**DEFAULT_SETTINGS, **window}
+    settings = {**DEFAULT_SETTINGS, **window, "family": "encoder"}
     chosen = recipes(args.negatives_share)
     if args.recipes:
         chosen = {name: chosen[name] for name in args.recipes}
@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, tokenizer, _ = encoder.build(args.checkpoint, args.seed)
         features = tokenize_examples(train_set, tokenizer, WindowSpec(**window))
         with tempfile.TemporaryDirectory() as state:
-            train(model, tokenizer, features, TrainSettings(epochs=args.epochs, learning_rate=args.learning_rate,
+            train(model, features, span_batch_loss(model, encoder.span_logits, features, tokenizer.pad_token_id),
+                  TrainSettings(epochs=args.epochs, learning_rate=args.learning_rate,
                                                             precision=args.precision, seed=args.seed,
                                                             save_every_steps=10**9), state)
         threshold, _ = tune_threshold(model, tokenizer, holdout, settings, 64, "fp32")

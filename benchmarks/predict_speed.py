@@ -43,8 +43,7 @@ from qabench.data import load_squad
 from qabench.features import WindowSpec, tokenize_examples
 from qabench.io import write_json
 from qabench.metrics import evaluate
-from qabench.models import encoder
-from qabench.predict import predict, read_settings
+from qabench.predict import load_model, predict
 
 ROOT = Path(__file__).resolve().parent.parent
 HF_VENV = ROOT / ".venv-hf457"
@@ -191,9 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     datasets.disable_progress_bars()
     hf_python = ensure_hf_venv(HF_VENV)
     examples = sample_questions(load_squad(args.data), args.questions, args.seed)
-    settings = read_settings(args.model)
+    model, tokenizer, settings = load_model(args.model)
     spec = WindowSpec(settings["max_length"], settings["stride"], settings["max_question_tokens"])
-    model, tokenizer = encoder.load(args.model)
 
     peak = matmul_peak_gflops()
     hf = run_hf_pipeline(hf_python, args.model, examples, settings, args.threads)

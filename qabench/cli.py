@@ -24,3 +24,14 @@ def parse_checkpoint(value: str) -> str | dict:
         except json.JSONDecodeError as err:
             raise InputError("--checkpoint", f"not valid JSON ({err.msg})") from None
     return value
+
+
+def parse_options(value: str) -> dict:
+    """A model's family options from the command line (a JSON object)."""
+    try:
+        options = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise InputError("--options", f"not valid JSON ({err.msg})") from None
+    if not isinstance(options, dict):
+        raise InputError("--options", "must be a JSON object")
+    return options

@@ -101,6 +101,22 @@ def tokenize_examples(
     return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
 
 
+def make_features(family: str, examples: list[Example], tokenizer, spec: WindowSpec, options: dict,
+                  example_offset: int = 0) -> pd.DataFrame:
+    """Training windows in the form the model family reads (span labels, or text targets for t5)."""
+    from qabench import models
+
+    if family in models.SPAN_FAMILIES:
+        return tokenize_examples(examples, tokenizer, spec, example_offset=example_offset)
+    return models.family(family).make_features(examples, tokenizer, spec, options, example_offset=example_offset)
+
+
+def without_synthetic_negatives(features: pd.DataFrame, examples: list[Example]) -> pd.DataFrame:
+    """Drop the windows of synthetic unanswerable questions (for a model trained on real questions only)."""
+    synthetic = np.array([e.origin.startswith("neg_") for e in examples])
+    return features[~synthetic[features["example_index"].to_numpy()]].reset_index(drop=True)
+
+
 def shard_bounds(n_items: int, shard: int, n_shards: int) -> tuple[int, int]:
     """Contiguous [lo, hi) range of shard ``shard`` out of ``n_shards``."""
     if not 0 <= shard < n_shards:

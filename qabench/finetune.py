@@ -9,10 +9,9 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from qabench import metrics, train
+from qabench import metrics, models, train
 from qabench.data import Example
 from qabench.io import write_json
-from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, SETTINGS_FILE, predict
 
 log = logging.getLogger(__name__)
@@ -26,11 +25,17 @@ def tune_threshold(model, tokenizer, holdout: list[Example], settings: dict, bat
     return float(scores["best_f1_thresh"]), scores
 
 
-def run(*, checkpoint: str | dict, features, holdout: list[Example], window: dict, train_settings: train.TrainSettings,
-        out_dir: str | Path, state_dir: str | Path, data_counts: dict, predict_batch_size: int = 64) -> dict:
-    model, tokenizer, origin = encoder.build(checkpoint, train_settings.seed)
-    stats = train.train(model, tokenizer, features, train_settings, state_dir)
-    settings = {**DEFAULT_SETTINGS, **window, "family": encoder.FAMILY, "origin": origin}
+def run(*, family: str, checkpoint: str | dict, options: dict, features, holdout: list[Example], window: dict,
+        train_settings: train.TrainSettings, out_dir: str | Path, state_dir: str | Path, data_counts: dict,
+        predict_batch_size: int = 64) -> dict:
+    model_family = models.family(family)
+    model, tokenizer, origin = model_family.build(checkpoint, train_settings.seed, options)
+    if family in models.SPAN_FAMILIES:
+        batch_loss = train.span_batch_loss(model, model_family.span_logits, features, tokenizer.pad_token_id)
+    else:
+        batch_loss = model_family.batch_loss(model, tokenizer, features)
+    stats = train.train(model, features, batch_loss, train_settings, state_dir)
+    settings = {**DEFAULT_SETTINGS, **window, "family": family, "origin": origin, "options": options}
     if holdout:
         threshold, holdout_scores = tune_threshold(model, tokenizer, holdout, settings, predict_batch_size,
                                                    train_settings.precision)
@@ -44,8 +49,7 @@ def run(*, checkpoint: str | dict, features, holdout: list[Example], window: dic
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        model_family.save(model, tokenizer, tmp)
         (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         params = sum(p.numel() for p in model.parameters())
         write_json(tmp / "training.json", {

@@ -11,11 +11,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from qabench import checkpoints, postprocess
+from qabench import checkpoints, models, postprocess
 from qabench.batching import pad_batch, sorted_batches
 from qabench.data import Example
 from qabench.features import WindowSpec, tokenize_examples
-from qabench.models import encoder
 
 SETTINGS_FILE = "qabench.json"
 DEFAULT_SETTINGS = {"max_length": 384, "stride": 128, "max_question_tokens": 64,
@@ -24,11 +23,18 @@ DEFAULT_SETTINGS = {"max_length": 384, "stride": 128, "max_question_tokens": 64,
 
 def read_settings(model: str | Path) -> dict:
     """Window and decision settings saved with a checkpoint (defaults for foreign checkpoints)."""
-    settings = dict(DEFAULT_SETTINGS)
+    settings = {**DEFAULT_SETTINGS, "family": "encoder", "options": {}}
     path = Path(checkpoints.resolve(str(model))) / SETTINGS_FILE
     if path.is_file():
         settings.update(json.loads(path.read_text()))
     return settings
+
+
+def load_model(model: str | Path):
+    """(model, tokenizer, settings) of a checkpoint of any family; foreign checkpoints are encoders."""
+    settings = read_settings(model)
+    loaded, tokenizer = models.family(settings["family"]).load(str(model))
+    return loaded, tokenizer, settings
 
 
 @dataclass
@@ -40,7 +46,7 @@ class PredictionResult:
     stats: dict = field(default_factory=dict)
 
 
-def window_logits(model, features, pad_id: int, batch_size: int, precision: str = "fp32",
+def window_logits(model, span_logits, features, pad_id: int, batch_size: int, precision: str = "fp32",
                   progress: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
     """Start/end logits (float32, unpadded) for every feature row, in row order."""
     lengths = features["input_ids"].map(len).to_numpy()
@@ -53,7 +59,7 @@ def window_logits(model, features, pad_id: int, batch_size: int, precision: str 
         for batch in tqdm(sorted_batches(lengths, batch_size), desc="predict", unit="batch",
                           disable=not progress, mininterval=5):
             inputs = pad_batch([ids[i] for i in batch], [types[i] for i in batch], pad_id)
-            start, end = encoder.span_logits(model, inputs)
+            start, end = span_logits(model, inputs)
             start, end = start.float().numpy(), end.float().numpy()
             for row, i in enumerate(batch):
                 out[i] = (start[row, : lengths[i]], end[row, : lengths[i]])
@@ -63,12 +69,16 @@ def window_logits(model, features, pad_id: int, batch_size: int, precision: str 
 def predict(model, tokenizer, examples: list[Example], settings: dict, batch_size: int = 64,
             threshold: float | None = None, precision: str = "fp32", progress: bool = True) -> PredictionResult:
     """Tokenize into windows, run the model length-sorted, and pick the best answer per question."""
+    model_family = models.family(settings.get("family", "encoder"))
+    if not hasattr(model_family, "span_logits"):
+        return model_family.predict(model, tokenizer, examples, settings, batch_size=batch_size, threshold=threshold,
+                                    precision=precision, progress=progress)
     threshold = settings["null_threshold"] if threshold is None else threshold
     spec = WindowSpec(settings["max_length"], settings["stride"], settings["max_question_tokens"])
     t0 = time.perf_counter()
     features = tokenize_examples(examples, tokenizer, spec)
     t1 = time.perf_counter()
-    logits = window_logits(model, features, tokenizer.pad_token_id, batch_size, precision, progress)
+    logits = window_logits(model, model_family.span_logits, features, tokenizer.pad_token_id, batch_size, precision, progress)
     t2 = time.perf_counter()
     windows_by_example: dict[int, list[dict]] = {}
     for row, (start, end) in zip(features.itertuples(index=False), logits):

@@ -17,7 +17,6 @@ from tqdm import tqdm
 
 from qabench.batching import grouped_training_batches, pad_batch
 from qabench.io import atomic_path
-from qabench.models import encoder
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,20 @@ def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch
     return (loss(start_logits.float(), start_positions) + loss(end_logits.float(), end_positions)) / 2
 
 
+def span_batch_loss(model, span_logits, features, pad_id: int):
+    """The loss of a span family's ``model`` on some feature rows, and how many real tokens it saw."""
+    ids = features["input_ids"].tolist()
+    types = features["token_type_ids"].tolist()
+    starts = torch.tensor(features["start_position"].to_numpy(), dtype=torch.long)
+    ends = torch.tensor(features["end_position"].to_numpy(), dtype=torch.long)
+
+    def batch_loss(batch: np.ndarray) -> tuple[torch.Tensor, int]:
+        inputs = pad_batch([ids[i] for i in batch], [types[i] for i in batch], pad_id)
+        start_logits, end_logits = span_logits(model, inputs)
+        return span_loss(start_logits, end_logits, starts[batch], ends[batch]), int(inputs["attention_mask"].sum())
+    return batch_loss
+
+
 def _linear_schedule(optimizer, warmup: int, total: int):
     def factor(step: int) -> float:
         if step < warmup:
@@ -64,24 +77,22 @@ def _save_state(state_dir: Path, model, optimizer, scheduler, step: int) -> None
         torch.save(state, tmp)
 
 
-def train(model, tokenizer, features, settings: TrainSettings, state_dir: str | Path, progress: bool = True) -> dict:
+def train(model, features, batch_loss, settings: TrainSettings, state_dir: str | Path, progress: bool = True) -> dict:
     """Train ``model`` in place on feature rows; resumes from ``state_dir`` if a checkpoint is there.
 
+    ``batch_loss(row_indices) -> (loss, tokens)`` is the family's loss of ``model`` on some rows.
     Returns run statistics. The loss log is ``state_dir/loss.jsonl`` (one line per logged step).
     """
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(settings.seed)
     lengths = features["input_ids"].map(len).to_numpy()
-    ids = features["input_ids"].tolist()
-    types = features["token_type_ids"].tolist()
-    starts = torch.tensor(features["start_position"].to_numpy(), dtype=torch.long)
-    ends = torch.tensor(features["end_position"].to_numpy(), dtype=torch.long)
     batches_per_epoch = math.ceil(len(features) / settings.batch_size)
     total_steps = max(1, round(settings.epochs * batches_per_epoch))
 
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    decay = [p for p in trainable if p.ndim >= 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.learning_rate,
@@ -119,17 +130,15 @@ def train(model, tokenizer, features, settings: TrainSettings, state_dir: str | 
             if epoch not in epoch_batches:
                 epoch_batches = {epoch: grouped_training_batches(lengths, settings.batch_size, settings.seed, epoch)}
             batch = epoch_batches[epoch][position]
-            inputs = pad_batch([ids[i] for i in batch], [types[i] for i in batch], tokenizer.pad_token_id)
             with autocast:
-                start_logits, end_logits = encoder.span_logits(model, inputs)
-            loss = span_loss(start_logits, end_logits, starts[batch], ends[batch])
+                loss, tokens = batch_loss(batch)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            tokens_seen += int(inputs["attention_mask"].sum())
+            tokens_seen += tokens
             running.append(loss.item())
             bar.update(1)
             if step % settings.log_every_steps == 0 or step == total_steps:

@@ -21,11 +21,6 @@ def train_prepare_args(wildcards):
     return " ".join(args)
 
 
-def tokenizer_spec(model):
-    spec = MODELS[model]["checkpoint"]
-    return spec["tokenizer"] if isinstance(spec, dict) else spec
-
-
 def train_options(wildcards):
     settings = MODELS[wildcards.model].get("train", {})
     window = config["tokenize"]
@@ -36,12 +31,17 @@ def train_options(wildcards):
         f"--save-every-steps {settings['save_every_steps']} --seed {SEED} "
         f"--max-length {window['max_length']} --stride {window['stride']} "
         f"--max-question-tokens {window['max_question_tokens']}"
+        + ("" if settings["synthetic_negatives"] else " --no-synthetic-negatives")
     )
 
 
 def checkpoint_arg(wildcards):
     spec = MODELS[wildcards.model]["checkpoint"]
     return json.dumps(spec) if isinstance(spec, dict) else spec
+
+
+def options_arg(wildcards):
+    return json.dumps(MODELS[wildcards.model].get("options", {}))
 
 
 def eval_set_file(eval_set):

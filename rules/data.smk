@@ -48,7 +48,9 @@ rule tokenize_shard:
     output:
         "results/features/{model}/train/shard-{shard}.parquet",
     params:
-        tokenizer=lambda wc: tokenizer_spec(wc.model),
+        family=lambda wc: MODELS[wc.model]["family"],
+        checkpoint=checkpoint_arg,
+        options=options_arg,
         window=lambda wc: (
             f"--max-length {config['tokenize']['max_length']} --stride {config['tokenize']['stride']} "
             f"--max-question-tokens {config['tokenize']['max_question_tokens']}"
@@ -59,7 +61,8 @@ rule tokenize_shard:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m workflow_scripts.tokenize_shard --examples {input} --tokenizer '{params.tokenizer}' {params.window} "
+        "python -m workflow_scripts.tokenize_shard --examples {input} --family {params.family} "
+        "--checkpoint '{params.checkpoint}' --options '{params.options}' {params.window} "
         "--shard {wildcards.shard} --shards {params.shards} --out {output} > {log} 2>&1"
 
 

@@ -6,8 +6,10 @@ rule train:
     output:
         directory("results/models/{model}/base"),
     params:
+        family=lambda wc: MODELS[wc.model]["family"],
         checkpoint=checkpoint_arg,
-        options=train_options,
+        options=options_arg,
+        train_options=train_options,
         # resume checkpoints live outside the output, which Snakemake deletes before a rerun
         state_dir="results/.train_state/{model}/base",
     threads: config["threads"]["train"]
@@ -21,5 +23,6 @@ rule train:
         "../envs/torch.yaml"
     shell:
         "python -m workflow_scripts.train --manifest {input.manifest} --examples {input.examples} "
-        "--holdout {input.holdout} --checkpoint '{params.checkpoint}' --out {output} "
-        "--state-dir {params.state_dir} {params.options} --threads {threads} > {log} 2>&1"
+        "--holdout {input.holdout} --family {params.family} --checkpoint '{params.checkpoint}' "
+        "--options '{params.options}' --out {output} --state-dir {params.state_dir} {params.train_options} "
+        "--threads {threads} > {log} 2>&1"

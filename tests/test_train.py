@@ -10,7 +10,7 @@ from qabench import train as train_module
 from qabench.data import load_squad
 from qabench.features import WindowSpec, tokenize_examples
 from qabench.models import encoder
-from qabench.train import TrainSettings, train
+from qabench.train import TrainSettings, span_batch_loss, train
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +26,17 @@ def _fresh_model():
     return model, tokenizer
 
 
+def _loss(model, tokenizer, features):
+    return span_batch_loss(model, encoder.span_logits, features, tokenizer.pad_token_id)
+
+
 class Interrupted(Exception):
     pass
 
 
 def test_interrupted_training_resumes_to_identical_weights(features, tmp_path, monkeypatch):
     model, tokenizer = _fresh_model()
-    stats = train(model, tokenizer, features, SETTINGS, tmp_path / "straight", progress=False)
+    stats = train(model, features, _loss(model, tokenizer, features), SETTINGS, tmp_path / "straight", progress=False)
     reference = {k: v.clone() for k, v in model.state_dict().items()}
     assert stats["steps"] > 6
 
@@ -48,11 +52,11 @@ def test_interrupted_training_resumes_to_identical_weights(features, tmp_path, m
     monkeypatch.setattr(train_module, "_save_state", save_then_die)
     model, tokenizer = _fresh_model()
     with pytest.raises(Interrupted):
-        train(model, tokenizer, features, SETTINGS, tmp_path / "resumed", progress=False)
+        train(model, features, _loss(model, tokenizer, features), SETTINGS, tmp_path / "resumed", progress=False)
     monkeypatch.setattr(train_module, "_save_state", original_save)
 
     model, tokenizer = _fresh_model()  # a new process would start from the initial weights
-    train(model, tokenizer, features, SETTINGS, tmp_path / "resumed", progress=False)
+    train(model, features, _loss(model, tokenizer, features), SETTINGS, tmp_path / "resumed", progress=False)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, reference[name]), name
 
@@ -63,6 +67,6 @@ def test_interrupted_training_resumes_to_identical_weights(features, tmp_path, m
 def test_loss_goes_down_on_a_tiny_set(features, tmp_path):
     model, tokenizer = _fresh_model()
     settings = TrainSettings(epochs=8, batch_size=8, learning_rate=2e-3, save_every_steps=1000, log_every_steps=1, seed=3)
-    train(model, tokenizer, features, settings, tmp_path, progress=False)
+    train(model, features, _loss(model, tokenizer, features), settings, tmp_path, progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "loss.jsonl").read_text().splitlines()]
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3

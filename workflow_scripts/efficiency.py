@@ -19,8 +19,7 @@ from qabench import cli, efficiency
 from qabench.data import read_examples
 from qabench.errors import run_cli
 from qabench.io import write_json
-from qabench.models import encoder
-from qabench.predict import read_settings
+from qabench.predict import load_model
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,11 +37,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.setup(args.threads)
     examples = read_examples(args.data)
     examples = random.Random(args.seed).sample(examples, min(args.questions, len(examples)))
-    model, tokenizer = encoder.load(args.model)
+    model, tokenizer, settings = load_model(args.model)
     result = {
         "model_dir": args.model, "size_mb": efficiency.disk_size_mb(args.model),
         **efficiency.parameter_counts(model),
-        **efficiency.measure(model, tokenizer, examples, read_settings(args.model),
+        **efficiency.measure(model, tokenizer, examples, settings,
                              batch_size=args.batch_size, precision=args.precision),
         "machine": efficiency.describe_machine(torch.get_num_threads()),
     }

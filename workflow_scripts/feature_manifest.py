@@ -25,16 +25,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.setup()
     entries = []
     for path in args.shards:
-        frame = pd.read_parquet(path, columns=["example_index", "input_ids", "start_position"])
-        entries.append({
+        frame = pd.read_parquet(path)
+        entry = {
             "path": str(Path(path).relative_to(Path(args.out).parent)),
             "windows": len(frame),
             "examples": int(frame["example_index"].nunique()),
             "tokens": int(frame["input_ids"].map(len).sum()),
-            "windows_with_answer": int((frame["start_position"] > 0).sum()),
             "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
-        })
-    totals = {k: sum(e[k] for e in entries) for k in ("windows", "examples", "tokens", "windows_with_answer")}
+        }
+        if "start_position" in frame:  # span families; generative targets are text
+            entry["windows_with_answer"] = int((frame["start_position"] > 0).sum())
+        entries.append(entry)
+    totals = {k: sum(e[k] for e in entries) for k in ("windows", "examples", "tokens", "windows_with_answer")
+              if all(k in e for e in entries)}
     write_json(args.out, {"shards": entries, **totals})
     return 0
 

@@ -18,8 +18,7 @@ from qabench import cli
 from qabench.data import read_examples
 from qabench.errors import run_cli
 from qabench.io import write_json
-from qabench.models import encoder
-from qabench.predict import predict, read_settings
+from qabench.predict import load_model, predict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,8 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cli.setup(args.threads)
     examples = read_examples(args.data)
-    model, tokenizer = encoder.load(args.model)
-    settings = read_settings(args.model)
+    model, tokenizer, settings = load_model(args.model)
     result = predict(model, tokenizer, examples, settings, batch_size=args.batch_size,
                      threshold=args.threshold, precision=args.precision)
     out = Path(args.out_dir)

@@ -1,7 +1,8 @@
-"""Tokenize one shard of an examples table into question/context windows with labels (parquet).
+"""Tokenize one shard of an examples table into training windows with labels (parquet), for one model.
 
-    python workflow_scripts/tokenize_shard.py --examples EXAMPLES.parquet --tokenizer SPEC \
-        --max-length 384 --stride 128 --max-question-tokens 64 --shard I --shards N --out SHARD.parquet
+    python workflow_scripts/tokenize_shard.py --examples EXAMPLES.parquet --family encoder|t5|lstm|mamba \
+        --checkpoint SPEC [--options JSON] --max-length 384 --stride 128 --max-question-tokens 64 \
+        --shard I --shards N --out SHARD.parquet
 """
 
 from __future__ import annotations
@@ -10,19 +11,19 @@ import argparse
 import logging
 from typing import Sequence
 
-from transformers import AutoTokenizer
-
-from qabench import checkpoints, cli
+from qabench import cli, models
 from qabench.data import read_examples
 from qabench.errors import run_cli
-from qabench.features import WindowSpec, shard_bounds, tokenize_examples
+from qabench.features import WindowSpec, make_features, shard_bounds
 from qabench.io import write_parquet
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", required=True)
-    parser.add_argument("--tokenizer", required=True, help="hub id, directory or pip:package")
+    parser.add_argument("--family", required=True, choices=models.FAMILIES)
+    parser.add_argument("--checkpoint", required=True, help="the model's checkpoint spec (its tokenizer is used)")
+    parser.add_argument("--options", default="{}", help="the model's family options (JSON)")
     parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--stride", type=int, default=128)
     parser.add_argument("--max-question-tokens", type=int, default=64)
@@ -35,8 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec.validate("--stride")
     examples = read_examples(args.examples)
     lo, hi = shard_bounds(len(examples), args.shard, args.shards)
-    tokenizer = checkpoints.load_pretrained(AutoTokenizer, args.tokenizer)
-    features = tokenize_examples(examples[lo:hi], tokenizer, spec, example_offset=lo)
+    options = cli.parse_options(args.options)
+    tokenizer = models.family(args.family).load_tokenizer(cli.parse_checkpoint(args.checkpoint), options)
+    features = make_features(args.family, examples[lo:hi], tokenizer, spec, options, example_offset=lo)
     write_parquet(args.out, features)
     logging.info("shard %d/%d: examples %d..%d -> %d windows", args.shard, args.shards, lo, hi, len(features))
     return 0

@@ -1,7 +1,8 @@
-"""Fine-tune a model for span extraction with a no-answer score; resumes if interrupted.
+"""Train a QA model of any family (spans with a no-answer score, or t5 text); resumes if interrupted.
 
     python workflow_scripts/train.py --manifest FEATURES/manifest.json --examples TRAIN.parquet \
-        [--holdout HOLDOUT.parquet] --checkpoint SPEC --out MODEL_DIR --state-dir STATE_DIR \
+        [--holdout HOLDOUT.parquet] [--family encoder] --checkpoint SPEC [--options JSON] \
+        --out MODEL_DIR --state-dir STATE_DIR \
         [--epochs 2 --learning-rate 5e-5 --batch-size 32 --precision fp32|bf16 --seed 13 ...]
 """
 
@@ -12,10 +13,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from qabench import cli
+from qabench import cli, models
 from qabench.data import read_examples
 from qabench.errors import run_cli
-from qabench.features import read_feature_shards
+from qabench.features import read_feature_shards, without_synthetic_negatives
 from qabench.finetune import run
 from qabench.io import read_json
 from qabench.train import TrainSettings
@@ -27,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--manifest", required=True, help="feature manifest written by feature_manifest.py")
     parser.add_argument("--examples", required=True, help="the examples table the features came from")
     parser.add_argument("--holdout", help="held-out examples for choosing the abstain threshold")
+    parser.add_argument("--family", default="encoder", choices=models.FAMILIES)
     parser.add_argument("--checkpoint", required=True, help="hub id, directory, pip:package, or JSON random-init spec")
+    parser.add_argument("--options", default="{}", help="the family's options (JSON object)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--state-dir", required=True, help="resume checkpoints live here until training ends")
     parser.add_argument("--max-length", type=int, default=384)
@@ -41,12 +44,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default=defaults.precision)
     parser.add_argument("--save-every-steps", type=int, default=defaults.save_every_steps)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--no-synthetic-negatives", action="store_true",
+                        help="train only on the real questions of the examples table")
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
     cli.setup(args.threads)
     manifest = read_json(args.manifest)
     features = read_feature_shards([str(Path(args.manifest).parent / s["path"]) for s in manifest["shards"]])
     examples = read_examples(args.examples)
+    if args.no_synthetic_negatives:
+        features = without_synthetic_negatives(features, examples)
+        examples = [e for e in examples if not e.origin.startswith("neg_")]
     holdout = read_examples(args.holdout) if args.holdout else []
     settings = TrainSettings(
         epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
@@ -54,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_every_steps=args.save_every_steps, seed=args.seed,
     )
     run(
-        checkpoint=cli.parse_checkpoint(args.checkpoint), features=features, holdout=holdout,
+        family=args.family, checkpoint=cli.parse_checkpoint(args.checkpoint),
+        options=cli.parse_options(args.options), features=features, holdout=holdout,
         window={"max_length": args.max_length, "stride": args.stride, "max_question_tokens": args.max_question_tokens},
         train_settings=settings, out_dir=args.out, state_dir=args.state_dir,
         data_counts={"questions": len(examples), "by_origin": dict(Counter(e.origin for e in examples)),

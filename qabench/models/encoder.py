@@ -10,25 +10,34 @@ from qabench import checkpoints
 FAMILY = "encoder"
 
 
-def build(checkpoint: str | dict, seed: int):
+def load_tokenizer(checkpoint: str | dict, options: dict | None = None):
+    spec = checkpoint["tokenizer"] if isinstance(checkpoint, dict) else checkpoint
+    return checkpoints.load_pretrained(AutoTokenizer, spec)
+
+
+def build(checkpoint: str | dict, seed: int, options: dict | None = None):
     """Model and tokenizer for training, plus a short description of where the weights came from.
 
     ``checkpoint`` is a spec string (hub id, directory, ``pip:package``) or
     ``{"random_init": {config fields}, "tokenizer": spec, "model_type": "bert"}``.
     """
     torch.manual_seed(seed)
+    tokenizer = load_tokenizer(checkpoint)
     if isinstance(checkpoint, dict):
-        tokenizer = checkpoints.load_pretrained(AutoTokenizer, checkpoint["tokenizer"])
         fields = dict(checkpoint["random_init"])
         fields.setdefault("vocab_size", tokenizer.vocab_size)
         config = AutoConfig.for_model(checkpoint.get("model_type", "bert"), **fields)
         model = AutoModelForQuestionAnswering.from_config(config)
         origin = f"random init ({config.model_type}, {config.num_hidden_layers} layers, hidden {config.hidden_size})"
     else:
-        tokenizer = checkpoints.load_pretrained(AutoTokenizer, checkpoint)
         model = checkpoints.load_pretrained(AutoModelForQuestionAnswering, checkpoint)
         origin = checkpoint
     return model, tokenizer, origin
+
+
+def save(model, tokenizer, out_dir) -> None:
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
 
 
 def load(model_dir: str):

@@ -29,19 +29,23 @@ DATA = config["data"]
 MODELS = config["models"]
 EVAL_SETS = list(DATA["eval_sets"])
 SHARDS = config["tokenize"]["shards"]
+COMPRESSION = config["compression"]
+# every (model, variant) the summary reports: each model's base and its configured variants
+MODEL_VARIANTS = [(m, v) for m, spec in MODELS.items() for v in ["base", *spec["variants"]]]
 
 
 wildcard_constraints:
     model="|".join(MODELS),
     eval_set="|".join(EVAL_SETS),
     source="|".join(DATA["sources"]),
-    variant="base",
+    variant="|".join(["base", *COMPRESSION]),
     shard=r"\d+",
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
+include: "rules/compress.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 

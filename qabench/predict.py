@@ -31,9 +31,14 @@ def read_settings(model: str | Path) -> dict:
 
 
 def load_model(model: str | Path):
-    """(model, tokenizer, settings) of a checkpoint of any family; foreign checkpoints are encoders."""
+    """(model, tokenizer, settings) of a checkpoint of any family or variant; foreign checkpoints are encoders."""
     settings = read_settings(model)
-    loaded, tokenizer = models.family(settings["family"]).load(str(model))
+    if settings.get("variant", "base") != "base":
+        from qabench import compression
+
+        loaded, tokenizer = compression.method(settings["variant"]).load(str(model), settings)
+    else:
+        loaded, tokenizer = models.family(settings["family"]).load(str(model))
     return loaded, tokenizer, settings
 
 

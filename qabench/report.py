@@ -15,7 +15,10 @@ CSV_COLUMNS = [
     "best_f1", "best_f1_thresh", "strict_exact", "params", "trainable_params", "size_mb", "latency_ms_p50",
     "latency_ms_p95", "throughput_qps", "peak_mem_mb", "device", "nonzero_params", "predict_qps",
     "train_peak_mem_mb", "threshold", "threshold_source", "init", "train_questions", "train_wall_s", "total",
+    "method", "delta_exact", "delta_f1", "size_ratio", "speedup_p50", "pareto_latency", "pareto_size",
 ]
+PLOTS = {"latency": ("latency_ms_p50", "latency per question at batch 1, p50 (ms)"),
+         "size": ("size_mb", "size on disk (MB)")}
 
 # SQuAD 2.0 dev, EM / F1, from ../shared/DESIGN.md: reference only, never measured here.
 PUBLISHED_ANCHORS = [
@@ -59,6 +62,7 @@ def measured_row(entry: dict) -> dict:
     row = {k: scores.get(k) for k in CSV_COLUMNS if k in scores}
     row.update(
         model=entry["model"], variant=entry["variant"], family=entry["family"], eval_set=entry["eval_set"],
+        method=entry.get("method", entry["variant"]),
         params=cost.get("params", training.get("params")), nonzero_params=cost.get("nonzero_params"),
         trainable_params=training.get("trainable_params"), size_mb=cost.get("size_mb"),
         latency_ms_p50=cost.get("latency_ms_p50"), latency_ms_p95=cost.get("latency_ms_p95"),
@@ -72,6 +76,74 @@ def measured_row(entry: dict) -> dict:
         train_wall_s=training.get("wall_s_this_run"),
     )
     return row
+
+
+def add_comparisons(rows: list[dict]) -> list[dict]:
+    """Each variant against its own base (same model, same eval set), and the Pareto fronts per eval set."""
+    bases = {(r["model"], r["eval_set"]): r for r in rows if r["variant"] == "base"}
+    for row in rows:
+        base = bases.get((row["model"], row["eval_set"]))
+        if row["variant"] == "base" or base is None or row["family"] == "baseline":
+            continue
+        if row.get("exact") is not None and base.get("exact") is not None:
+            row["delta_exact"] = round(row["exact"] - base["exact"], 2)
+            row["delta_f1"] = round(row["f1"] - base["f1"], 2)
+        if row.get("size_mb") and base.get("size_mb"):
+            row["size_ratio"] = round(row["size_mb"] / base["size_mb"], 3)
+        if row.get("latency_ms_p50") and base.get("latency_ms_p50"):
+            row["speedup_p50"] = round(base["latency_ms_p50"] / row["latency_ms_p50"], 2)
+    for eval_set in {r["eval_set"] for r in rows}:
+        subset = [r for r in rows if r["eval_set"] == eval_set and r["family"] != "baseline"]
+        for name, (cost, _) in PLOTS.items():
+            front = pareto_front(subset, cost)
+            for r in subset:
+                if r.get(cost) is not None and r.get("f1") is not None:
+                    r[f"pareto_{name}"] = r in front
+    return rows
+
+
+def pareto_front(rows: list[dict], cost: str) -> list[dict]:
+    """Rows no other row beats on both F1 (higher) and ``cost`` (lower)."""
+    points = [r for r in rows if r.get(cost) is not None and r.get("f1") is not None]
+    return [r for r in points
+            if not any(o is not r and o["f1"] >= r["f1"] and o[cost] <= r[cost]
+                       and (o["f1"] > r["f1"] or o[cost] < r[cost]) for o in points)]
+
+
+def plot_pareto(rows: list[dict], eval_set: str, name: str, out_path: str | Path) -> None:
+    """F1 against a cost for every measured (model, variant), the Pareto front joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qabench.io import atomic_path
+
+    cost, label = PLOTS[name]
+    points = [r for r in rows if r["eval_set"] == eval_set and r["family"] != "baseline"
+              and r.get(cost) is not None and r.get("f1") is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for r in points:
+        ax.scatter(r[cost], r["f1"], color="tab:blue" if r["variant"] == "base" else "tab:orange", zorder=3)
+        ax.annotate(f"{r['model']}/{r['variant']}", (r[cost], r["f1"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    front = sorted(pareto_front(points, cost), key=lambda r: r[cost])
+    if len(front) > 1:
+        ax.plot([r[cost] for r in front], [r["f1"] for r in front], color="tab:green", lw=1, label="Pareto front")
+        ax.legend(fontsize=8)
+    abstain = next((r for r in rows if r["eval_set"] == eval_set and r["model"] == "always-abstain"), None)
+    if abstain:
+        ax.axhline(abstain["f1"], color="grey", ls="--", lw=0.8)
+        ax.text(ax.get_xlim()[0], abstain["f1"], " always abstain", fontsize=7, va="bottom", color="grey")
+    ax.set_xlabel(label)
+    ax.set_ylabel(f"F1 on {eval_set}")
+    ax.grid(alpha=0.3)
+    if not points:
+        ax.text(0.5, 0.5, "no measured costs", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def abstain_row(eval_set: str, data_path: str) -> dict:
@@ -103,24 +175,42 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def to_markdown(rows: list[dict]) -> str:
+def _signed(value) -> str:
+    return "" if value is None else f"{value:+.2f}"
+
+
+def _ratio(value, suffix: str = "x") -> str:
+    return "" if value is None else f"{value:.2f}{suffix}"
+
+
+def to_markdown(rows: list[dict], plots: dict[str, list[tuple[str, str]]] | None = None) -> str:
+    """``plots``: per eval set, (title, path relative to the markdown file) of each figure to show."""
     lines = ["# qabench summary", ""]
     for eval_set in dict.fromkeys(r["eval_set"] for r in rows):
         subset = [r for r in rows if r["eval_set"] == eval_set]
         total = subset[0].get("total")
         lines += [f"## {eval_set} ({total} questions)", "",
-                  "| model | variant | family | EM | F1 | HasAns F1 | NoAns EM | best F1 (thresh) | strict EM "
-                  "| params | size MB | p50 ms | p95 ms | q/s | peak MB | threshold | init |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "Each variant is compared with its own base (Δ columns, size and speed ratios); "
+                  "**bold** rows are on the F1-latency Pareto front.", "",
+                  "| model | variant | family | EM | F1 | ΔEM | ΔF1 | HasAns F1 | NoAns EM | best F1 (thresh) "
+                  "| strict EM | params | trainable | size MB | size vs base | p50 ms | p95 ms | speed-up | q/s "
+                  "| peak MB | threshold | init |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
+                  "|---:|---:|---|"]
         for r in subset:
             best = f"{_fmt(r.get('best_f1'))} ({_fmt(r.get('best_f1_thresh'), 3)})" if r.get("best_f1") is not None else ""
+            name = f"**{r['model']}**" if r.get("pareto_latency") else r["model"]
             lines.append(
-                f"| {r['model']} | {r['variant']} | {r['family']} | {_fmt(r.get('exact'))} | {_fmt(r.get('f1'))} "
+                f"| {name} | {r['variant']} | {r['family']} | {_fmt(r.get('exact'))} | {_fmt(r.get('f1'))} "
+                f"| {_signed(r.get('delta_exact'))} | {_signed(r.get('delta_f1'))} "
                 f"| {_fmt(r.get('HasAns_f1'))} | {_fmt(r.get('NoAns_exact'))} | {best} | {_fmt(r.get('strict_exact'))} "
-                f"| {_fmt(r.get('params'))} | {_fmt(r.get('size_mb'))} | {_fmt(r.get('latency_ms_p50'), 1)} "
-                f"| {_fmt(r.get('latency_ms_p95'), 1)} | {_fmt(r.get('throughput_qps'))} "
+                f"| {_fmt(r.get('params'))} | {_fmt(r.get('trainable_params'))} | {_fmt(r.get('size_mb'))} "
+                f"| {_ratio(r.get('size_ratio'))} | {_fmt(r.get('latency_ms_p50'), 1)} "
+                f"| {_fmt(r.get('latency_ms_p95'), 1)} | {_ratio(r.get('speedup_p50'))} | {_fmt(r.get('throughput_qps'))} "
                 f"| {_fmt(r.get('peak_mem_mb'), 0)} | {_fmt(r.get('threshold'), 3)} | {r.get('init') or ''} |")
         lines.append("")
+        for title, path in (plots or {}).get(eval_set, []):
+            lines += [f"![{title}]({path})", ""]
         if total == OFFICIAL_DEV_QUESTIONS:
             lines += ["Published reference numbers on the official SQuAD 2.0 dev set (**not measured here**; "
                       "from papers and model cards):", "",
@@ -128,12 +218,13 @@ def to_markdown(rows: list[dict]) -> str:
             lines += [f"| *{n}* | {p} | {_fmt(em) if em is not None else '-'} | {_fmt(f1)} | {s} |"
                       for n, p, em, f1, s in PUBLISHED_ANCHORS]
             lines.append("")
-    trained = {r["model"]: r for r in rows if r.get("train_questions")}
+    trained = {f"{r['model']}/{r['variant']}": r for r in rows if r.get("train_questions") or r.get("train_wall_s")}
     if trained:
         lines += ["Training:", ""]
         for name, r in trained.items():
             minutes = f", {r['train_wall_s'] / 60:.1f} min" if r.get("train_wall_s") else ""
-            lines.append(f"- {name}: {r['train_questions']} training questions{minutes}; "
+            questions = f"{r['train_questions']} training questions" if r.get("train_questions") else "no training"
+            lines.append(f"- {name}: {questions}{minutes}; "
                          f"abstain threshold {_fmt(r.get('threshold'), 3)} ({r.get('threshold_source')})")
         lines.append("")
     lines += [

@@ -52,16 +52,29 @@ def summary_rows(wildcards):
     rows = [
         {
             "model": m,
-            "variant": "base",
+            "variant": v,
+            "method": COMPRESSION[v]["method"] if v != "base" else "base",
             "family": MODELS[m]["family"],
             "eval_set": e,
-            "metrics": f"results/metrics/{m}/base/{e}.json",
-            "decision": f"results/predictions/{m}/base/{e}/decision.json",
-            "model_dir": f"results/models/{m}/base",
-            "efficiency": f"results/efficiency/{m}/base.json",
-            "train_benchmark": f"results/benchmarks/train/{m}/base.tsv",
+            "metrics": f"results/metrics/{m}/{v}/{e}.json",
+            "decision": f"results/predictions/{m}/{v}/{e}/decision.json",
+            "model_dir": f"results/models/{m}/{v}",
+            "efficiency": f"results/efficiency/{m}/{v}.json",
+            "train_benchmark": f"results/benchmarks/train/{m}/{v}.tsv",
         }
-        for m in MODELS
+        for m, v in MODEL_VARIANTS
         for e in EVAL_SETS
     ]
     return json.dumps(rows)
+
+
+def per_variant(pattern, **extra):
+    """``pattern`` filled for every (model, variant) of the summary (and any extra wildcards)."""
+    return [pattern.format(model=m, variant=v, **fields) for m, v in MODEL_VARIANTS for fields in _product(extra)]
+
+
+def _product(extra):
+    combos = [{}]
+    for key, values in extra.items():
+        combos = [{**c, key: value} for c in combos for value in values]
+    return combos

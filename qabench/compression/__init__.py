@@ -1,0 +1,48 @@
+"""Compressed variants of a trained base model. ``variant`` names a module here; each offers
+
+    METHOD: str                       the variant name (pruned, distilled, lora, int8, qlora)
+    FAMILIES: tuple[str, ...]         the model families it applies to
+    make(base_dir, out_dir, *, options, seed, data, state_dir) -> None
+        builds the variant from the fine-tuned base in ``base_dir`` (a directory written by
+        qabench.finetune) and writes a complete model directory with qabench.finetune.save_model_dir:
+        weights, qabench.json (the base's settings plus "variant", "base" and the method's options;
+        a method that retrains also re-chooses "null_threshold" on the held-out questions) and
+        training.json (params, trainable_params, training wall time if it trained).
+        ``data`` is a TrainingData (features, examples, holdout) for methods that train, else unused.
+    load(model_dir, settings) -> (model, tokenizer)   ready for qabench.predict.predict, eval mode
+
+qabench.predict.load_model dispatches on qabench.json's "variant" ("base" goes to the family).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+
+import pandas as pd
+
+from qabench.data import Example
+
+# which families each method applies to (each module's FAMILIES must agree; a test checks it)
+METHOD_FAMILIES = {
+    "pruned": ("encoder",),
+    "distilled": ("encoder",),
+    "lora": ("encoder", "t5", "mamba"),
+    "int8": ("encoder", "t5", "lstm", "mamba"),
+    "qlora": ("encoder", "t5", "mamba"),
+}
+METHODS = tuple(METHOD_FAMILIES)
+
+
+@dataclass
+class TrainingData:
+    features: pd.DataFrame            # the model's tokenized training windows (as for the base)
+    examples: list[Example]           # the examples they came from
+    holdout: list[Example] = field(default_factory=list)  # held-out training articles, for the threshold
+
+
+def method(name: str) -> ModuleType:
+    if name not in METHODS:
+        raise ValueError(f"unknown compression method '{name}' (known: {', '.join(METHODS)})")
+    return importlib.import_module(f"qabench.compression.{name}")

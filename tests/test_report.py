@@ -1,0 +1,49 @@
+"""The summary's comparisons: each variant against its own base, Pareto fronts, plots."""
+
+import pytest
+
+from qabench import report
+
+
+def _row(model, variant, f1, latency, size, eval_set="dev", exact=None, family="encoder"):
+    return {"model": model, "variant": variant, "family": family, "eval_set": eval_set, "f1": f1,
+            "exact": f1 - 2 if exact is None else exact, "latency_ms_p50": latency, "size_mb": size}
+
+
+def test_variants_are_compared_with_their_own_base():
+    rows = [_row("a", "base", 70.0, 40.0, 80.0), _row("a", "int8", 69.2, 20.0, 20.0),
+            _row("b", "base", 60.0, 10.0, 10.0), _row("a", "base", 50.0, 40.0, 80.0, eval_set="other"),
+            _row("a", "int8", 52.5, 25.0, 20.0, eval_set="other")]
+    report.add_comparisons(rows)
+    dev_int8, other_int8 = rows[1], rows[4]
+    assert dev_int8["delta_f1"] == pytest.approx(-0.8) and dev_int8["delta_exact"] == pytest.approx(-0.8)
+    assert dev_int8["size_ratio"] == pytest.approx(0.25) and dev_int8["speedup_p50"] == pytest.approx(2.0)
+    assert other_int8["delta_f1"] == pytest.approx(2.5) and other_int8["speedup_p50"] == pytest.approx(1.6)
+    assert "delta_f1" not in rows[0] and "delta_f1" not in rows[2]
+
+
+def test_missing_costs_leave_ratios_empty():
+    rows = [_row("a", "base", 70.0, None, None), _row("a", "lora", 68.0, 30.0, 1.0)]
+    report.add_comparisons(rows)
+    assert rows[1]["delta_f1"] == pytest.approx(-2.0)
+    assert "size_ratio" not in rows[1] and "speedup_p50" not in rows[1]
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    a, b, c, d = (_row("a", "base", 70.0, 40.0, 1), _row("b", "base", 65.0, 10.0, 1),
+                  _row("c", "base", 64.0, 30.0, 1), _row("d", "base", 70.0, 50.0, 1))
+    front = report.pareto_front([a, b, c, d], "latency_ms_p50")
+    assert front == [a, b]  # c is beaten by b on both; d ties a on F1 but is slower
+
+
+def test_summary_markdown_shows_deltas_and_plots(tmp_path):
+    rows = report.add_comparisons([_row("a", "base", 70.0, 40.0, 80.0), _row("a", "int8", 69.2, 20.0, 20.0)])
+    for name in report.PLOTS:
+        report.plot_pareto(rows, "dev", name, tmp_path / f"dev-{name}.png")
+        assert (tmp_path / f"dev-{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = report.to_markdown(rows, {"dev": [("F1 against latency", "plots/dev-f1-vs-latency.png")]})
+    int8_line = next(line for line in markdown.splitlines() if "| int8 |" in line)
+    assert "-0.80" in int8_line and "0.25x" in int8_line and "2.00x" in int8_line
+    assert "![F1 against latency](plots/dev-f1-vs-latency.png)" in markdown
+    csv_text = report.to_csv(rows)
+    assert "delta_f1" in csv_text.splitlines()[0]

@@ -161,8 +161,10 @@ def _fmt(value, digits: int = 2) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    if isinstance(value, int) and value >= 10000:
+    if isinstance(value, int) and value >= 1_000_000:
         return f"{value / 1e6:.1f}M"
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value / 1e3:.1f}k"
     return str(value)
 
 

@@ -214,13 +214,13 @@ def test_variant_method_must_apply_to_the_family(smoke):
 
 def test_named_variant_takes_its_method(smoke):
     smoke["models"]["tinybert"]["variants"] = ["student-only"]
-    smoke["compression"] = {"student-only": {"method": "distilled", "alpha": 0}}
+    smoke["compression"]["student-only"] = {"method": "distilled", "alpha": 0}
     validated = config.validate(smoke)
     assert validated["compression"]["student-only"]["method"] == "distilled"
 
 
 def test_variant_without_a_known_method(smoke):
-    smoke["compression"] = {"shrunk": {"ratio": 0.5}}
+    smoke["compression"]["shrunk"] = {"ratio": 0.5}
     assert "compression.shrunk: give `method`" in _error(smoke)
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO
 from qabench.data import load_squad
@@ -48,8 +49,11 @@ def test_summary_has_pinned_columns_and_measured_rows(smoke_run):
     rows = list(csv.DictReader((smoke_run / "results" / "summary.csv").open()))
     assert set(PINNED_COLUMNS) <= set(rows[0])
     keys = {(r["model"], r["variant"], r["eval_set"]) for r in rows}
-    assert keys == {("always-abstain", "base", "dev"), ("tinybert", "base", "dev"),
-                    ("always-abstain", "base", "seen"), ("tinybert", "base", "seen")}
+    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    expected = {("always-abstain", "base")} | {(m, v) for m, spec in smoke["models"].items()
+                                               for v in ["base", *spec.get("variants", [])]}
+    assert keys == {(m, v, e) for m, v in expected for e in ("dev", "seen")}
+    assert {r["family"] for r in rows} == {"baseline", "encoder", "t5", "lstm", "mamba"}
     dev = load_squad(REPO / "tests" / "data" / "dev-tiny.json.gz")
     abstain = next(r for r in rows if r["model"] == "always-abstain" and r["eval_set"] == "dev")
     unanswerable = sum(e.is_impossible for e in dev)
@@ -64,8 +68,9 @@ def test_summary_has_pinned_columns_and_measured_rows(smoke_run):
     assert "random init" in summary and "always-abstain" in summary
 
 
-def test_predictions_are_exact_context_spans(smoke_run):
-    out = smoke_run / "results" / "predictions" / "tinybert" / "base" / "dev"
+@pytest.mark.parametrize("model", ["tinybert", "tinylstm", "tinymamba"])
+def test_predictions_are_exact_context_spans(smoke_run, model):
+    out = smoke_run / "results" / "predictions" / model / "base" / "dev"
     predictions = json.loads((out / "predictions.json").read_text())
     na_probs = json.loads((out / "na_probs.json").read_text())
     threshold = json.loads((out / "decision.json").read_text())["threshold"]

@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.training and Path(args.training).is_file():
         training = json.loads(Path(args.training).read_text())
         result.update(trainable_params=training.get("trainable_params"), train_wall_s=training.get("wall_s_this_run"))
+        if training.get("params") and training["params"] != result["params"]:
+            # int8 and 4-bit weights are packed outside model.parameters(); the method that made the
+            # variant recorded the count the model's maths uses, and zeros cannot be counted in packed form
+            result.update(params=training["params"], nonzero_params=None)
     write_json(args.out, result)
     logging.info("p50 %.1f ms, p95 %.1f ms, %.1f q/s at batch %d", result["latency_ms_p50"],
                  result["latency_ms_p95"], result["throughput_qps"], args.batch_size)

@@ -1,0 +1,204 @@
+"""Knowledge distillation: a shallower encoder learns from the fine-tuned base's span logits.
+
+The student starts from the teacher's own weights (embeddings, span head and some of its layers),
+or from another model directory (``student_checkpoint``, e.g. a pruned variant). Each batch costs
+``alpha * KD + (1 - alpha) * span cross-entropy``; ``alpha: 0`` trains the same student on the hard
+labels alone (the no-teacher control) and never runs the teacher.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForQuestionAnswering, PreTrainedModel
+
+from qabench import finetune
+from qabench.batching import pad_batch
+from qabench.compression import TrainingData
+from qabench.errors import InputError
+from qabench.models import encoder
+from qabench.predict import DEFAULT_SETTINGS, load_model
+from qabench.train import TrainSettings, span_loss, train
+
+log = logging.getLogger(__name__)
+
+METHOD = "distilled"
+FAMILIES = ("encoder",)
+DEFAULTS = {"student_layers": None, "layer_init": "every_other", "student_checkpoint": None,
+            "temperature": 2.0, "alpha": 0.5, "train": {}}
+LAYER_INITS = ("every_other", "first")
+DEFAULT_TRAIN = {"epochs": 1.0}
+STUDENT_VARIANTS = ("base", "pruned", "distilled")  # variants that load as plain float encoders
+PREDICT_BATCH_SIZE = 64
+_MASKED = -1e4  # a padded position's logit: exp() underflows to exactly 0 in float32
+
+
+def kd_loss(student_start: torch.Tensor, student_end: torch.Tensor, teacher_start: torch.Tensor,
+            teacher_end: torch.Tensor, temperature: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """T^2 * KL(teacher || student) of the softened start and end distributions, averaged over the two.
+
+    KL is summed over positions and averaged over rows, in float32; positions where ``mask`` is 0
+    (padding) take no part in either distribution.
+    """
+    def kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        student, teacher = student.float() / temperature, teacher.float() / temperature
+        if mask is not None:
+            student, teacher = student.masked_fill(mask == 0, _MASKED), teacher.masked_fill(mask == 0, _MASKED)
+        log_p = F.log_softmax(teacher, dim=-1)
+        return F.kl_div(F.log_softmax(student, dim=-1), log_p, reduction="batchmean", log_target=True)
+
+    return temperature ** 2 * (kl(student_start, teacher_start) + kl(student_end, teacher_end)) / 2
+
+
+def distill_batch_loss(student, teacher, span_logits: Callable, features, pad_id: int, alpha: float,
+                       temperature: float) -> Callable[[np.ndarray], tuple[torch.Tensor, int]]:
+    """``rows -> (loss, tokens)`` for qabench.train.train; the teacher runs only when ``alpha > 0``."""
+    ids = features["input_ids"].tolist()
+    types = features["token_type_ids"].tolist()
+    starts = torch.tensor(features["start_position"].to_numpy(), dtype=torch.long)
+    ends = torch.tensor(features["end_position"].to_numpy(), dtype=torch.long)
+
+    def batch_loss(batch: np.ndarray) -> tuple[torch.Tensor, int]:
+        inputs = pad_batch([ids[i] for i in batch], [types[i] for i in batch], pad_id)
+        tokens = int(inputs["attention_mask"].sum())
+        start, end = span_logits(student, inputs)
+        hard = span_loss(start, end, starts[batch], ends[batch])
+        if alpha == 0:
+            return hard, tokens
+        with torch.no_grad():
+            teacher_start, teacher_end = span_logits(teacher, inputs)
+        soft = kd_loss(start, end, teacher_start, teacher_end, temperature, inputs["attention_mask"])
+        return alpha * soft + (1 - alpha) * hard, tokens
+    return batch_loss
+
+
+def kept_layers(teacher_layers: int, student_layers: int, layer_init: str) -> list[int]:
+    """The teacher layers (0-based, in order) that become the student's layers."""
+    if not 1 <= student_layers < teacher_layers:
+        raise ValueError(f"student_layers must be between 1 and {teacher_layers - 1} (the teacher has "
+                         f"{teacher_layers}), not {student_layers}")
+    if layer_init == "first":
+        return list(range(student_layers))
+    # every_other spaces the kept layers evenly from the bottom (DistilBERT's 0, 2, 4, ...): the student
+    # starts with features from the whole depth and layer 0 still reads the embeddings it was trained on;
+    # "first" keeps an exact contiguous stack but drops the top layers the span head was tuned on.
+    return [i * teacher_layers // student_layers for i in range(student_layers)]
+
+
+def _layer_list(model) -> str:
+    """The dotted name of the encoder's list of transformer layers (``bert.encoder.layer`` for BERT)."""
+    n_layers = model.config.num_hidden_layers
+    names = [name for name, module in model.named_modules()
+             if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers]
+    if len(names) != 1:
+        raise ValueError(f"cannot tell which module list holds the {n_layers} layers of {type(model).__name__}")
+    return names[0]
+
+
+def student_from_teacher(teacher: PreTrainedModel, layers: list[int]) -> PreTrainedModel:
+    """The teacher's architecture with only ``layers``, every weight copied from the teacher."""
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layers)
+    student = AutoModelForQuestionAnswering.from_config(config)
+    prefix = _layer_list(teacher) + "."
+    state = {}
+    for key, value in teacher.state_dict().items():
+        if key.startswith(prefix):
+            index, rest = key[len(prefix):].split(".", 1)
+            if int(index) not in layers:
+                continue
+            key = f"{prefix}{layers.index(int(index))}.{rest}"
+        state[key] = value.detach().clone()
+    student.load_state_dict(state, strict=True)
+    return student
+
+
+def resolve_options(options: dict, teacher_layers: int) -> dict:
+    """Defaults filled in and checked; unknown keys are an error (a typo would silently do nothing)."""
+    options = {k: v for k, v in options.items() if k != "method"}
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise InputError("distilled options", f"unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    resolved = {**DEFAULTS, **options}
+    if resolved["student_layers"] is None:
+        resolved["student_layers"] = max(1, teacher_layers // 2)
+    if not resolved["student_checkpoint"] and not 1 <= resolved["student_layers"] < teacher_layers:
+        raise InputError("distilled options", f"student_layers must be between 1 and {teacher_layers - 1} (the "
+                                              f"teacher has {teacher_layers}), not {resolved['student_layers']}")
+    if resolved["layer_init"] not in LAYER_INITS:
+        raise InputError("distilled options", f"layer_init must be one of {LAYER_INITS}, not {resolved['layer_init']!r}")
+    if not 0 <= resolved["alpha"] <= 1:
+        raise InputError("distilled options", f"alpha must be in [0, 1], not {resolved['alpha']}")
+    if resolved["temperature"] <= 0:
+        raise InputError("distilled options", f"temperature must be positive, not {resolved['temperature']}")
+    return resolved
+
+
+def _load_student_checkpoint(spec: str, teacher_tokenizer) -> PreTrainedModel:
+    student, tokenizer, settings = load_model(spec)
+    variant = settings.get("variant", "base")
+    if settings.get("family", "encoder") != "encoder" or variant not in STUDENT_VARIANTS \
+            or not isinstance(student, PreTrainedModel):
+        raise InputError(spec, f"student_checkpoint must be a float encoder ({', '.join(STUDENT_VARIANTS)} "
+                               f"variants), not {settings.get('family')}/{variant}")
+    if tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+        raise InputError(spec, "student_checkpoint has another vocabulary than the teacher (the windows are the teacher's)")
+    for parameter in student.parameters():
+        parameter.requires_grad_(True)
+    return student
+
+
+def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int, data: TrainingData | None,
+         state_dir: str | Path | None) -> None:
+    """Distil the base in ``base_dir`` into a smaller encoder and write it as a model directory."""
+    if data is None:
+        raise InputError(base_dir, "distillation trains: it needs the base's training windows")
+    teacher, tokenizer, base_settings = load_model(base_dir)
+    if base_settings.get("variant", "base") != "base":
+        raise InputError(base_dir, f"the teacher must be a fine-tuned base, not a {base_settings['variant']} variant")
+    if base_settings.get("family", "encoder") not in FAMILIES:
+        raise InputError(base_dir, f"distilled applies to {FAMILIES}, not the {base_settings['family']} family")
+    teacher.eval()
+    teacher.requires_grad_(False)
+    teacher_layers = teacher.config.num_hidden_layers
+    opts = resolve_options(options, teacher_layers)
+    if opts["student_checkpoint"]:
+        student = _load_student_checkpoint(opts["student_checkpoint"], tokenizer)
+        layers, origin = None, f"distilled from {base_dir} into {opts['student_checkpoint']}"
+    else:
+        layers = kept_layers(teacher_layers, opts["student_layers"], opts["layer_init"])
+        student = student_from_teacher(teacher, layers)
+        origin = f"distilled from {base_dir}: teacher layers {layers} of {teacher_layers}"
+    settings_train = TrainSettings(**{**DEFAULT_TRAIN, "seed": seed, **opts["train"]})
+    log.info("%s; alpha %.2f, temperature %.1f", origin, opts["alpha"], opts["temperature"])
+
+    batch_loss = distill_batch_loss(student, teacher, encoder.span_logits, data.features, tokenizer.pad_token_id,
+                                    opts["alpha"], opts["temperature"])
+    state = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="distilled-state-"))
+    stats = train(student, data.features, batch_loss, settings_train, state)
+
+    settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "origin": origin,
+                "null_threshold": DEFAULT_SETTINGS["null_threshold"], "compression": {"method": METHOD, **opts}}
+    holdout_scores = finetune.add_threshold(student, tokenizer, data.holdout, settings, PREDICT_BATCH_SIZE,
+                                            settings_train.precision)
+    record = {**stats, **finetune.parameter_counts(student),
+              "teacher_params": finetune.parameter_counts(teacher)["params"],
+              "teacher_layers": teacher_layers, "student_layers": student.config.num_hidden_layers,
+              "kept_teacher_layers": layers, "distillation": {k: opts[k] for k in ("alpha", "temperature")},
+              "settings": asdict(settings_train), "holdout_scores": holdout_scores,
+              "data": {"questions": len(data.examples), "windows": len(data.features),
+                       "holdout_questions": len(data.holdout)}}
+    finetune.save_model_dir(out_dir, lambda tmp: encoder.save(student, tokenizer, tmp), settings, record, state)
+
+
+def load(model_dir: str, settings: dict):
+    """A distilled student is a plain encoder."""
+    return encoder.load(model_dir)

@@ -1,0 +1,213 @@
+"""Post-training int8 quantization of a fine-tuned base model (no training, no data).
+
+Two backends:
+
+* ``dynamic`` (CPU, the default): torch dynamic quantization. Every ``nn.Linear`` and ``nn.LSTM``
+  gets int8 weights (a scale per output row, or one per matrix) and int8 matmuls with activations
+  quantized on the fly; optionally the embeddings too (int8 rows with a float scale per row). Works
+  on any family, since it only looks at module types (Mamba's ``dt_proj`` and tied weights stay
+  float, see ``KEEP_FLOAT`` and ``_targets``).
+* ``bitsandbytes`` (meant for CUDA, chosen by ``device: cuda``): every ``nn.Linear`` becomes a
+  ``bnb.nn.Linear8bitLt`` (LLM.int8: int8 weights, fp16 outlier columns). Exercised here on CPU
+  only (bitsandbytes >= 0.45 runs it there); the CUDA path is untested.
+
+The quantized module is stored whole (``torch.save``, so the file holds the int8 weights) with
+the tokenizer beside it. Loading needs the same torch/transformers versions (a pickle). The
+abstain threshold is the base's: nothing is retrained, so it is not re-tuned.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer
+
+from qabench import models
+from qabench.efficiency import disk_size_mb
+from qabench.errors import InputError
+from qabench.finetune import save_model_dir
+from qabench.predict import load_model, read_settings
+
+METHOD = "int8"
+FAMILIES = ("encoder", "t5", "lstm", "mamba")
+DEFAULT_OPTIONS = {
+    "device": "cpu",               # where the quantized model runs: cpu or cuda
+    "backend": None,               # dynamic | bitsandbytes; None: dynamic on cpu, bitsandbytes on cuda
+    "quantize_embeddings": False,  # dynamic backend only: int8 embedding tables too
+    "per_channel": True,           # dynamic backend: a scale per output row rather than per matrix
+}
+MODULE_FILE = "int8_model.pt"
+FORMAT_VERSION = 1
+# Modules whose ``.weight`` the model reads directly (Mamba's slow path does ``dt_proj.weight @ x``);
+# a quantized module has no weight tensor, so these stay float.
+KEEP_FLOAT = ("dt_proj",)
+
+
+def resolve_options(options: dict | None) -> dict:
+    """Defaults filled in and checked; ``method`` (the config's) is accepted and dropped."""
+    options = {k: v for k, v in (options or {}).items() if k != "method"}
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise InputError("config", f"unknown int8 option(s) {unknown} (known: {', '.join(DEFAULT_OPTIONS)})")
+    merged = {**DEFAULT_OPTIONS, **options}
+    if merged["device"] not in ("cpu", "cuda"):
+        raise InputError("config", f"int8 option device must be cpu or cuda, got {merged['device']!r}")
+    if merged["backend"] is None:
+        merged["backend"] = "dynamic" if merged["device"] == "cpu" else "bitsandbytes"
+    if merged["backend"] not in ("dynamic", "bitsandbytes"):
+        raise InputError("config", f"int8 option backend must be dynamic or bitsandbytes, got {merged['backend']!r}")
+    if merged["backend"] == "dynamic" and merged["device"] != "cpu":
+        raise InputError("config", "the dynamic int8 backend runs on cpu only (use backend: bitsandbytes on cuda)")
+    for name in ("quantize_embeddings", "per_channel"):
+        if not isinstance(merged[name], bool):
+            raise InputError("config", f"int8 option {name} must be true or false, got {merged[name]!r}")
+    if merged["quantize_embeddings"] and merged["backend"] != "dynamic":
+        raise InputError("config", "quantize_embeddings needs the dynamic backend")
+    return merged
+
+
+def _targets(model: nn.Module, types: tuple[type, ...]) -> list[str]:
+    """Names of the modules of ``types`` to quantize. Tied weights (T5's embeddings and lm_head) stay
+    float: quantizing each user separately would store the shared matrix several times."""
+    users: dict[int, int] = {}
+    for _, module in model.named_modules(remove_duplicate=False):
+        for p in module.parameters(recurse=False):
+            users[id(p)] = users.get(id(p), 0) + 1
+    return [name for name, module in model.named_modules(remove_duplicate=False)
+            if isinstance(module, types) and name.split(".")[-1] not in KEEP_FLOAT
+            and all(users[id(p)] == 1 for p in module.parameters(recurse=False))]
+
+
+def _weight_count(model: nn.Module, names: list[str]) -> int:
+    modules = dict(model.named_modules(remove_duplicate=False))
+    return sum(p.numel() for name in names for pname, p in modules[name].named_parameters() if "bias" not in pname)
+
+
+def _float_input(_module: nn.Module, args: tuple) -> tuple | None:
+    """Quantized kernels take float32 only; under bf16 autocast their inputs arrive in bf16."""
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float32:
+        return (x.float(), *args[1:])
+    return None
+
+
+def quantize_dynamic(model: nn.Module, embeddings: bool = False,
+                     per_channel: bool = True) -> tuple[nn.Module, int]:
+    """A copy with int8 Linear/LSTM (and optionally Embedding) modules, and how many weights became int8."""
+    from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+    from torch.ao.quantization import quantize_dynamic as torch_quantize_dynamic
+
+    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    spec = {name: qconfig for name in _targets(model, (nn.Linear, nn.LSTM))}
+    if embeddings:
+        spec.update({name: float_qparams_weight_only_qconfig for name in _targets(model, (nn.Embedding,))})
+    quantized_weights = _weight_count(model, list(spec))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.ao is deprecated in favour of torchao
+        warnings.simplefilter("ignore", UserWarning)
+        quantized = torch_quantize_dynamic(model, spec, dtype=torch.qint8)
+    modules = dict(quantized.named_modules(remove_duplicate=False))
+    for name in spec:
+        modules[name].register_forward_pre_hook(_float_input)
+    return quantized.eval(), quantized_weights
+
+
+def quantize_bitsandbytes(model: nn.Module, device: str, threshold: float = 6.0) -> tuple[nn.Module, int]:
+    """Replace every Linear by an LLM.int8 ``Linear8bitLt``; moving to ``device`` quantizes the weights."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise InputError("config", "the bitsandbytes int8 backend needs bitsandbytes "
+                                   "(pip install bitsandbytes)") from None
+    quantized_weights = 0
+    modules = dict(model.named_modules(remove_duplicate=False))
+    for name in _targets(model, (nn.Linear,)):
+        linear = modules[name]
+        parent_name, _, child = name.rpartition(".")
+        parent = modules[parent_name] if parent_name else model
+        replacement = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                          has_fp16_weights=False, threshold=threshold)
+        replacement.weight = bnb.nn.Int8Params(linear.weight.data.clone(), requires_grad=False,
+                                               has_fp16_weights=False)
+        if linear.bias is not None:
+            replacement.bias = nn.Parameter(linear.bias.data.clone(), requires_grad=False)
+        setattr(parent, child, replacement)
+        quantized_weights += linear.weight.numel()
+    return model.to(device).eval(), quantized_weights
+
+
+def quantize(model: nn.Module, options: dict) -> tuple[nn.Module, int]:
+    """The quantized model for resolved ``options`` and the number of weights now stored as int8."""
+    if options["backend"] == "dynamic":
+        return quantize_dynamic(model, options["quantize_embeddings"], options["per_channel"])
+    if options["device"] == "cuda" and not torch.cuda.is_available():
+        raise InputError("config", "int8 device cuda asked for, but torch sees no GPU")
+    return quantize_bitsandbytes(model, options["device"])
+
+
+def save(model: nn.Module, tokenizer, out_dir: str | Path) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": FORMAT_VERSION, "model": model}, out_dir / MODULE_FILE)
+    tokenizer.save_pretrained(out_dir)
+
+
+def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = None, seed: int = 0,
+         data=None, state_dir: str | Path | None = None) -> None:
+    """Quantize the base in ``base_dir`` and write the variant to ``out_dir``. ``seed``, ``data`` and
+    ``state_dir`` are unused (nothing trains)."""
+    options = resolve_options(options)
+    base_settings = read_settings(base_dir)
+    if base_settings.get("variant", "base") != "base":
+        raise InputError(base_dir, f"int8 quantizes a base model, not a {base_settings['variant']} variant")
+    family = base_settings["family"]
+    if family not in FAMILIES:
+        raise InputError(base_dir, f"int8 does not apply to the {family} family (it applies to {', '.join(FAMILIES)})")
+    model, tokenizer, _ = load_model(base_dir)
+    params = sum(p.numel() for p in model.parameters())
+    t0 = time.perf_counter()
+    quantized, quantized_weights = quantize(model, options)
+    wall = time.perf_counter() - t0
+    settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "compression": {"method": METHOD, **options},
+                "threshold_source": f"{base_settings.get('threshold_source', 'the base')}; kept from the base "
+                                    "(int8 does not retrain, so the threshold is not re-tuned)"}
+    record = {"params": params, "trainable_params": 0, "int8_weights": quantized_weights,
+              "int8_fraction": round(quantized_weights / params, 4), "backend": options["backend"],
+              "device": options["device"], "quantize_wall_s": round(wall, 2),
+              "base_size_mb": disk_size_mb(base_dir)}
+
+    def write(tmp: Path) -> None:
+        save(quantized, tokenizer, tmp)
+        record["size_mb"] = disk_size_mb(tmp)
+        record["size_ratio"] = round(record["size_mb"] / record["base_size_mb"], 3)
+
+    save_model_dir(out_dir, write, settings, record)
+
+
+def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
+    """The quantized model (eval mode, on the device it was made for) and its tokenizer."""
+    model_dir = Path(model_dir)
+    path = model_dir / MODULE_FILE
+    if not path.is_file():
+        raise InputError(model_dir, f"not an int8 model directory (no {MODULE_FILE})")
+    device = settings.get("compression", {}).get("device", "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError(model_dir, "this int8 model was made for cuda (bitsandbytes), but torch sees no GPU")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        # weights_only=False: the file holds a whole module (our own output, not a foreign download)
+        payload = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise InputError(path, f"not a format-{FORMAT_VERSION} int8 model file")
+    family = settings.get("family", "encoder")
+    if family == "lstm":  # its load_tokenizer reads GloVe; the saved tokenizer is all it needs
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    else:
+        tokenizer = models.family(family).load_tokenizer(str(model_dir))
+    return payload["model"].eval(), tokenizer

@@ -1,0 +1,260 @@
+"""LoRA: low-rank adapters fine-tuned from the original pretrained checkpoint.
+
+LoRA is a way to fine-tune, so the variant starts from the checkpoint the base was fine-tuned from
+(the base's ``checkpoint`` setting, rebuilt with the family's ``build``), trains on the base's own
+training windows, and is compared with the fully fine-tuned base. Only the adapters (rank ``rank``
+matrices beside every targeted Linear) and the span head (peft ``modules_to_save``) train; the
+pretrained weights stay frozen.
+
+The variant directory holds the merged model, saved by the family (the adapters folded into the
+weights, so inference costs what the base costs), and the adapters on their own in ``adapter/``
+(peft's format: LoRA matrices plus the trained head, a small fraction of the model). The abstain
+threshold is re-chosen on the held-out questions.
+
+Options (defaults in ``DEFAULT_OPTIONS``): ``rank``, ``alpha`` (the update is scaled by alpha/rank),
+``dropout`` (on the adapters' input), ``target_modules`` (a list of module names; default per
+family in ``TARGET_MODULES``) and ``train`` (TrainSettings fields over ``DEFAULT_TRAIN``; batch size
+and precision default to the base's).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qabench import finetune, models
+from qabench.errors import InputError
+from qabench.io import read_json
+from qabench.predict import DEFAULT_SETTINGS, read_settings
+from qabench.train import TrainSettings, train
+
+log = logging.getLogger(__name__)
+
+METHOD = "lora"
+FAMILIES = ("encoder", "t5", "mamba")
+# Every Linear of the blocks by default: the QLoRA paper (Dettmers et al. 2023, section 4) found
+# adapters on all linear layers were needed to match full fine-tuning, where query/value alone fell
+# short. The price on MiniLM-L6 (CPU, batch 32 x 384): 333k instead of 74k trainable parameters and
+# a training step about 1.3x as long as with query/value adapters only.
+# "dense" is BERT's attention output and both feed-forward Linears. Names that a model lacks are
+# skipped (T5 v1.0 has wi, v1.1 wi_0/wi_1); Mamba's dt_proj is left out because transformers reads
+# its weight directly (dt_proj.weight @ x), which would bypass an adapter.
+TARGET_MODULES = {
+    "encoder": ["query", "key", "value", "dense"],
+    "t5": ["q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo"],
+    "mamba": ["in_proj", "x_proj", "out_proj"],
+}
+# The task heads, trained in full (peft modules_to_save). T5 has none: its LM head is tied to the
+# embeddings and the answer is generated text.
+HEAD_MODULES = {"encoder": ["qa_outputs"], "t5": [], "mamba": ["span_head", "null_head"]}
+DEFAULT_OPTIONS = {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": None, "train": {}}
+DEFAULT_TRAIN = {"epochs": 1.0, "learning_rate": 5e-4}
+INHERITED_TRAIN = ("batch_size", "precision")  # taken from the base's training settings when not given
+ADAPTER_DIR = "adapter"
+PREDICT_BATCH_SIZE = 64
+
+
+# ---------------------------------------------------------------------------------------------- options
+
+
+def resolve_options(options: dict | None, family: str, method: str = METHOD, extra: dict | None = None) -> dict:
+    """``options`` over the defaults (``method`` dropped), checked; ``target_modules`` filled per family."""
+    defaults = {**DEFAULT_OPTIONS, **(extra or {})}
+    options = {k: v for k, v in (options or {}).items() if k != "method"}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise InputError("config", f"unknown {method} option(s) {unknown} (known: {', '.join(defaults)})")
+    merged = {**defaults, **options}
+    if not isinstance(merged["rank"], int) or isinstance(merged["rank"], bool) or merged["rank"] < 1:
+        raise InputError("config", f"{method} option rank must be a positive integer, not {merged['rank']!r}")
+    if not isinstance(merged["alpha"], (int, float)) or merged["alpha"] <= 0:
+        raise InputError("config", f"{method} option alpha must be a positive number, not {merged['alpha']!r}")
+    if not isinstance(merged["dropout"], (int, float)) or not 0 <= merged["dropout"] < 1:
+        raise InputError("config", f"{method} option dropout must be in [0, 1), not {merged['dropout']!r}")
+    if merged["target_modules"] is None:
+        merged["target_modules"] = list(TARGET_MODULES[family])
+    targets = merged["target_modules"]
+    if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
+        raise InputError("config", f"{method} option target_modules must be a non-empty list of module names")
+    if not isinstance(merged["train"], dict):
+        raise InputError("config", f"{method} option train must be a mapping of training settings")
+    known_train = {f.name for f in fields(TrainSettings)}
+    unknown_train = sorted(set(merged["train"]) - known_train)
+    if unknown_train:
+        raise InputError("config", f"unknown {method} train setting(s) {unknown_train} (known: {sorted(known_train)})")
+    return merged
+
+
+def base_settings_for(base_dir: str | Path, method: str, families: tuple[str, ...]) -> dict:
+    """The base's qabench.json settings, checked: a base model of a family the method applies to."""
+    if not (Path(base_dir) / "qabench.json").is_file():
+        raise InputError(base_dir, "not a model directory written by the train rule (no qabench.json)")
+    settings = read_settings(base_dir)
+    if settings.get("variant", "base") != "base":
+        raise InputError(base_dir, f"{method} starts from a base model, not a {settings['variant']} variant")
+    if settings["family"] not in families:
+        raise InputError(base_dir, f"{method} does not apply to the {settings['family']} family "
+                                   f"(it applies to {', '.join(families)})")
+    if "checkpoint" not in settings:
+        raise InputError(base_dir, f"{method} retrains from the base's original checkpoint, but its qabench.json "
+                                   "has no 'checkpoint' (retrain the base with this version of qabench)")
+    return settings
+
+
+def train_settings(base_dir: str | Path, overrides: dict, seed: int) -> TrainSettings:
+    """The method's defaults, the base's batch size and precision, then the config's ``train``."""
+    record_path = Path(base_dir) / "training.json"
+    base_train = read_json(record_path).get("settings", {}) if record_path.is_file() else {}
+    inherited = {k: base_train[k] for k in INHERITED_TRAIN if k in base_train}
+    return TrainSettings(**{**inherited, **DEFAULT_TRAIN, "seed": seed, **overrides})
+
+
+def lora_config(options: dict, family: str):
+    from peft import LoraConfig
+
+    return LoraConfig(r=options["rank"], lora_alpha=options["alpha"], lora_dropout=options["dropout"],
+                      target_modules=list(options["target_modules"]), modules_to_save=HEAD_MODULES[family] or None,
+                      bias="none")
+
+
+def add_adapters(model: nn.Module, options: dict, family: str, method: str = METHOD):
+    """(peft model, the model with adapters injected) -- the second is the family's own class, which
+    the family's loss and ``span_logits`` take; only adapters and heads require grad."""
+    from peft import get_peft_model
+
+    try:
+        peft_model = get_peft_model(model, lora_config(options, family))
+    except ValueError as err:  # no module matched target_modules, or one that peft cannot wrap
+        raise InputError("config", f"{method} target_modules {options['target_modules']}: "
+                                   f"{str(err).splitlines()[0]}") from None
+    return peft_model, peft_model.get_base_model()
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+class TrainableView(nn.Module):
+    """What ``train.train`` trains: the model's parameters, but a state dict of the trainable ones only.
+
+    The frozen weights are rebuilt identically from the original checkpoint, so resume checkpoints
+    hold just the adapters and heads (and bitsandbytes 4-bit layers, which cannot be reloaded with
+    ``load_state_dict``, never go through it).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def state_dict(self, *args, **kwargs):
+        return {name: p.detach() for name, p in self.model.named_parameters() if p.requires_grad}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        own = {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+        if set(state_dict) != set(own):
+            missing, unexpected = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
+            raise RuntimeError(f"resume state does not fit the adapters (missing {missing[:5]}, "
+                               f"unexpected {unexpected[:5]})")
+        with torch.no_grad():
+            for name, tensor in state_dict.items():
+                own[name].copy_(tensor)
+        return nn.modules.module._IncompatibleKeys([], [])
+
+
+def adapter_counts(model: nn.Module) -> dict:
+    """Trainable parameters: LoRA matrices and heads."""
+    lora = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and ".lora_" in n)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable_params": trainable, "lora_params": lora, "head_params": trainable - lora}
+
+
+def wrapped_modules(model: nn.Module) -> list[str]:
+    from peft.tuners.lora import LoraLayer
+
+    return [name for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+
+
+def train_adapters(family: str, model: nn.Module, tokenizer, data, settings: TrainSettings,
+                   state_dir: str | Path | None) -> tuple[dict, Path]:
+    """Train the adapted ``model`` in place on ``data.features``; (statistics, the state dir used)."""
+    state = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix=f"{METHOD}-state-"))
+    batch_loss = finetune.span_or_family_loss(family, model, tokenizer, data.features)
+    stats = train(TrainableView(model), data.features, batch_loss, settings, state)
+    return stats, state
+
+
+def dir_bytes(path: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def save_adapter(peft_model, out_dir: Path) -> None:
+    """peft's adapter files (LoRA matrices and the trained heads) in ``out_dir / ADAPTER_DIR``."""
+    if (out_dir / ADAPTER_DIR).exists():
+        shutil.rmtree(out_dir / ADAPTER_DIR)
+    peft_model.save_pretrained(str(out_dir / ADAPTER_DIR))
+    readme = out_dir / ADAPTER_DIR / "README.md"  # peft's model-card template: no information
+    if readme.is_file():
+        readme.unlink()
+
+
+def variant_settings(base_settings: dict, base_dir, method: str, options: dict, origin: str) -> dict:
+    return {**base_settings, "variant": method, "base": str(base_dir), "origin": origin,
+            "null_threshold": DEFAULT_SETTINGS["null_threshold"], "compression": {"method": method, **options}}
+
+
+def data_counts(data) -> dict:
+    return {"questions": len(data.examples), "windows": len(data.features), "holdout_questions": len(data.holdout)}
+
+
+# ---------------------------------------------------------------------------------------------- make / load
+
+
+def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = None, seed: int = 13, data=None,
+         state_dir: str | Path | None = None) -> None:
+    """Fine-tune LoRA adapters from the base's original checkpoint; write the merged model and the adapters."""
+    if data is None:
+        raise InputError(base_dir, "lora trains: it needs the base's training windows")
+    base_settings = base_settings_for(base_dir, METHOD, FAMILIES)
+    family = base_settings["family"]
+    model_family = models.family(family)
+    opts = resolve_options(options, family)
+    settings_train = train_settings(base_dir, opts["train"], seed)
+
+    model, tokenizer, origin = model_family.build(base_settings["checkpoint"], seed, base_settings.get("options"))
+    peft_model, adapted = add_adapters(model, opts, family)
+    counts = adapter_counts(adapted)
+    wrapped = wrapped_modules(adapted)
+    log.info("lora from %s: rank %d on %d modules, %d trainable parameters", origin, opts["rank"], len(wrapped),
+             counts["trainable_params"])
+    stats, state = train_adapters(family, adapted, tokenizer, data, settings_train, state_dir)
+    save_adapter(peft_model, state)  # before merging, which takes the adapters out of the model
+
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+    settings = variant_settings(base_settings, base_dir, METHOD, opts, f"lora (rank {opts['rank']}) from {origin}")
+    holdout_scores = finetune.add_threshold(merged, tokenizer, data.holdout, settings, PREDICT_BATCH_SIZE,
+                                            settings_train.precision)
+    params = sum(p.numel() for p in merged.parameters())
+    record = {**stats, "params": params, **counts, "trainable_fraction": round(counts["trainable_params"] / params, 5),
+              "adapted_modules": len(wrapped), "settings": asdict(settings_train), "holdout_scores": holdout_scores,
+              "data": data_counts(data)}
+
+    def save(tmp: Path) -> None:
+        shutil.copytree(state / ADAPTER_DIR, tmp / ADAPTER_DIR)
+        model_family.save(merged, tokenizer, tmp)
+        record["adapter_bytes"] = dir_bytes(tmp / ADAPTER_DIR)
+        record["merged_bytes"] = dir_bytes(tmp) - record["adapter_bytes"]
+
+    finetune.save_model_dir(out_dir, save, settings, record, state)
+
+
+def load(model_dir: str | Path, settings: dict):
+    """The merged model (the family's own format) and its tokenizer, in eval mode."""
+    model, tokenizer = models.family(settings.get("family", "encoder")).load(str(model_dir))
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,387 @@
+"""Mamba (selective state space) backbones with a start/end span head and a no-answer score.
+
+Unidirectional: one causal backbone reads ``[CLS] question [SEP] context [SEP]``; a token's span
+scores come from its own state (it has seen the question, not the context after it), and the
+no-answer score from the state of the last real token, the only one that has seen everything.
+Bidirectional: a second backbone with its own weights reads each sequence reversed within its own
+length; its states are flipped back and concatenated with the forward ones, and the no-answer score
+reads both directions' final states (forward at the last token, backward at position 0).
+
+Position 0 of the start and end logits carries the no-answer score, padding positions ``PAD_LOGIT``;
+question and separator positions keep their raw scores (the decoder only looks at context tokens).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoTokenizer, MambaConfig, MambaModel
+from transformers.models.mamba import modeling_mamba
+
+from qabench import checkpoints
+from qabench.errors import InputError
+
+FAMILY = "mamba"
+DEFAULT_OPTIONS = {"bidirectional": False}
+PAD_LOGIT = -1e4  # far below any real score, and representable in bf16
+META_FILE = "mamba.json"
+HEADS_FILE = "mamba_heads.safetensors"
+FORWARD_DIR = "forward"
+BACKWARD_DIR = "backward"
+FORMAT_VERSION = 1
+SCAN_CHUNK_BYTES = 16 << 20  # below glibc's largest mmap threshold, so chunk buffers get reused
+
+
+class MambaSpanModel(nn.Module):
+    """One or two Mamba backbones, a per-token start/end head and a no-answer head."""
+
+    def __init__(self, forward_backbone: MambaModel, backward_backbone: MambaModel | None = None):
+        super().__init__()
+        self.forward_backbone = forward_backbone
+        self.backward_backbone = backward_backbone
+        width = forward_backbone.config.hidden_size * (1 if backward_backbone is None else 2)
+        self.span_head = nn.Linear(width, 2)
+        self.null_head = nn.Linear(width, 2)
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.backward_backbone is not None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start and end logits, each [batch, length], for right-padded ``input_ids``."""
+        batch, length = input_ids.shape
+        lengths = attention_mask.sum(dim=1)
+        rows = torch.arange(batch, device=input_ids.device)
+        states = _hidden_states(self.forward_backbone, input_ids, attention_mask)
+        null_features = states[rows, (lengths - 1).clamp(min=0)]
+        if self.backward_backbone is not None:
+            order = reversal_order(lengths, length)
+            backward = _hidden_states(self.backward_backbone, input_ids.gather(1, order), attention_mask)
+            backward = backward.gather(1, order[:, :, None].expand_as(backward))
+            null_features = torch.cat([null_features, backward[:, 0]], dim=-1)
+            states = torch.cat([states, backward], dim=-1)
+        span = self.span_head(states)
+        null = self.null_head(null_features)
+        logits = torch.cat([null[:, None, :].to(span.dtype), span[:, 1:]], dim=1)
+        logits = logits.masked_fill(attention_mask[:, :, None] == 0, PAD_LOGIT)
+        start, end = logits.unbind(dim=-1)
+        return start, end
+
+
+def reversal_order(lengths: torch.Tensor, length: int) -> torch.Tensor:
+    """Gather indices [batch, length] that reverse each row's first ``lengths`` positions and keep the
+    padding after them in place (the order is its own inverse)."""
+    position = torch.arange(length, device=lengths.device)[None, :]
+    real = lengths[:, None]
+    return torch.where(position < real, real - 1 - position, position)
+
+
+def _hidden_states(backbone: MambaModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    # use_cache=False: in eval mode MambaModel would otherwise build a generation cache
+    return backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+
+
+def span_logits(model: MambaSpanModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    device = next(model.parameters()).device
+    with _linear_time_scan(model):
+        return model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+
+
+@functools.cache
+def _kernel_packages() -> tuple[str, ...]:
+    found = []
+    for package in ("mamba_ssm", "causal_conv1d"):
+        try:
+            __import__(package)
+            found.append(package)
+        except Exception:  # a broken CUDA extension fails with other errors than ImportError
+            pass
+    return tuple(found)
+
+
+def kernel_path(model: MambaSpanModel) -> str:
+    """Which Mamba implementation runs: "cuda kernels" (mamba-ssm + causal-conv1d) or "pure pytorch".
+
+    transformers binds the kernel packages when they import and calls them for every tensor, so they
+    only count (and only work) with the model on CUDA.
+    """
+    found = _kernel_packages() if next(model.parameters()).device.type == "cuda" else ()
+    if len(found) == 2:
+        return "cuda kernels"
+    if found:
+        return f"partial cuda kernels ({found[0]} only)"
+    return "pure pytorch"
+
+
+def selective_scan(hidden_states: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
+                   C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
+                   delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
+                   return_last_state: bool = False, **_):
+    """The selective scan of transformers' reference path (same arguments and maths), in float32.
+
+    The reference indexes one time step at a time out of [batch, channels, length, state] tensors; the
+    backward of each index fills a zero tensor of the full size, so training costs O(length^2).
+    ``_SelectiveScan`` keeps both passes linear in the length.
+    Shapes: hidden_states, dt, z [b, d, l]; A [d, n]; B, C [b, n, l].
+    """
+    if return_last_state:
+        raise NotImplementedError("span models run without a generation cache")
+    dtype = hidden_states.dtype
+    # time-major and contiguous, so that every [l, b, d, n] tensor is too and each step is one block
+    u = hidden_states.float().permute(2, 0, 1).contiguous()
+    dt = dt.float().permute(2, 0, 1).contiguous()
+    if delta_bias is not None:
+        dt = dt + delta_bias.float()
+    if delta_softplus:
+        dt = F.softplus(dt)
+    B, C = (x.float().permute(2, 0, 1).contiguous() for x in (B, C))
+    out = _SelectiveScan.apply(u, dt, A.float(), B, C)
+    out = out.permute(1, 2, 0)
+    if D is not None:
+        out = out + hidden_states.float() * D.float()[None, :, None]
+    if z is not None:
+        out = out * F.silu(z.float())
+    return out.to(dtype)
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """``y[t] = C[t] . h[t]`` with ``h[t] = exp(dt[t] A) * h[t-1] + dt[t] u[t] B[t]`` and ``h[-1] = 0``.
+
+    Time-major float32: u, dt [l, b, d]; A [d, n]; B, C [l, b, n]; y [l, b, d]. Only the states
+    [l, b, d, n] are kept for backward; the other [.., d, n] tensors are made a chunk of steps at a
+    time (``SCAN_CHUNK_BYTES``), because on CPU fresh full-size temporaries cost more in page faults
+    than the arithmetic. The backward is written out: the reverse recurrence, then contractions.
+    """
+
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C):
+        with torch.autocast(u.device.type, enabled=False):
+            states = u.new_empty(*u.shape, A.shape[1])
+            for lo, hi in _chunks(states):
+                decay = torch.exp(dt[lo:hi, ..., None] * A)
+                torch.mul((dt[lo:hi] * u[lo:hi])[..., None], B[lo:hi, :, None, :], out=states[lo:hi])
+                with _one_thread():
+                    for t in range(max(lo, 1), hi):
+                        torch.addcmul(states[t], decay[t - lo], states[t - 1], out=states[t])
+            ctx.save_for_backward(u, dt, A, B, C, states)
+            return _per_step_matmul(states, C[..., None]).squeeze(-1)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        u, dt, A, B, C, states = ctx.saved_tensors
+        with torch.autocast(u.device.type, enabled=False):
+            grad_y = grad_y.contiguous()
+            grad_dtu, grad_B, grad_C = torch.empty_like(u), torch.empty_like(B), torch.empty_like(C)
+            grad_dt, grad_A = torch.zeros_like(dt), torch.zeros_like(A)
+            later = None  # (dL/dh, decay) at the first step of the chunk after this one
+            for lo, hi in reversed(_chunks(states)):
+                decay = torch.exp(dt[lo:hi, ..., None] * A)
+                grad_h = grad_y[lo:hi, ..., None] * C[lo:hi, :, None, :]  # becomes dL/dh[t] in full
+                with _one_thread():
+                    if later is not None:
+                        torch.addcmul(grad_h[-1], later[1], later[0], out=grad_h[-1])
+                    for t in range(hi - lo - 2, -1, -1):
+                        torch.addcmul(grad_h[t], decay[t + 1], grad_h[t + 1], out=grad_h[t])
+                later = grad_h[0], decay[0].clone()
+                grad_C[lo:hi] = _per_step_matmul(grad_y[lo:hi, :, None, :], states[lo:hi]).squeeze(-2)
+                grad_B[lo:hi] = _per_step_matmul((dt[lo:hi] * u[lo:hi])[:, :, None, :], grad_h).squeeze(-2)
+                grad_dtu[lo:hi] = _per_step_matmul(grad_h, B[lo:hi, ..., None]).squeeze(-1)
+                # dL/d(dt A) at step t = dL/dh[t] * h[t-1] * decay[t], computed in decay's memory
+                first = max(lo, 1)
+                grad_log_decay = decay[first - lo:].mul_(grad_h[first - lo:]).mul_(states[first - 1:hi - 1])
+                grad_dt[first:hi] += (grad_log_decay * A).sum(-1)
+                grad_A += grad_log_decay.mul_(dt[first:hi, :, :, None]).sum(dim=(0, 1))
+            return grad_dtu * dt, grad_dt + grad_dtu * u, grad_A, grad_B, grad_C
+
+
+def _chunks(states: torch.Tensor) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of time steps whose [.., d, n] slices hold about ``SCAN_CHUNK_BYTES``."""
+    step_bytes = states[0].numel() * states.element_size()
+    size = max(1, SCAN_CHUNK_BYTES // step_bytes)
+    return [(lo, min(lo + size, states.shape[0])) for lo in range(0, states.shape[0], size)]
+
+
+@contextmanager
+def _one_thread():
+    """Run the per-step loops on one thread: each step is a small op, and splitting it over threads
+    made it ten times slower on a busy 2-core machine, where a thread waits for one that is descheduled."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _per_step_matmul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Matrix products over the leading (l, b) dimensions; torch.matmul would copy a 4-d operand."""
+    lead = x.shape[:2]
+    out = torch.bmm(x.reshape(-1, *x.shape[2:]), y.reshape(-1, *y.shape[2:]))
+    return out.view(*lead, *out.shape[1:])
+
+
+@contextmanager
+def _linear_time_scan(model: MambaSpanModel):
+    """Swap our scan in for transformers' reference one while ``model`` runs without mamba-ssm's kernel."""
+    if "mamba_ssm" in kernel_path(model):
+        yield
+        return
+    original = modeling_mamba.mamba_selective_scan
+    modeling_mamba.mamba_selective_scan = selective_scan
+    try:
+        yield
+    finally:
+        modeling_mamba.mamba_selective_scan = original
+
+
+def _options(options: dict | None) -> dict:
+    merged = dict(DEFAULT_OPTIONS)
+    for key, value in (options or {}).items():
+        if key not in DEFAULT_OPTIONS:
+            raise InputError("config", f"unknown mamba option '{key}' (known: {', '.join(DEFAULT_OPTIONS)})")
+        if not isinstance(value, bool):
+            raise InputError("config", f"mamba option '{key}' must be true or false, not {value!r}")
+        merged[key] = value
+    return merged
+
+
+def _prepare_tokenizer(tokenizer, spec: str):
+    """Make a tokenizer produce ``[CLS] question [SEP] context [SEP]`` windows and pad.
+
+    Mamba's own tokenizers (GPT-NeoX) join a pair with no special tokens at all; then position 0 would
+    be a question token and nothing would mark where the context starts, so we add a template that
+    uses the tokenizer's own bos/eos tokens as CLS/SEP. BERT-style tokenizers are left as they are.
+    """
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token
+    if tokenizer.pad_token is None:
+        raise InputError(spec, "the tokenizer has no pad, eos or sep token to pad batches with")
+    if _has_pair_separators(tokenizer):
+        return tokenizer
+    cls = tokenizer.cls_token or tokenizer.bos_token or tokenizer.eos_token
+    sep = tokenizer.sep_token or tokenizer.eos_token
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if cls is None or sep is None or backend is None:
+        raise InputError(spec, "the tokenizer does not mark question and context apart ([CLS] question [SEP] "
+                               "context [SEP]) and has no fast backend with cls/bos and sep/eos tokens to add")
+    from tokenizers.processors import TemplateProcessing
+
+    backend.post_processor = TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=sorted({(token, tokenizer.convert_tokens_to_ids(token)) for token in (cls, sep)}),
+    )
+    if not _has_pair_separators(tokenizer):
+        raise InputError(spec, "could not make the tokenizer mark question and context apart")
+    return tokenizer
+
+
+def _has_pair_separators(tokenizer) -> bool:
+    sequence_ids = tokenizer("a", "b").sequence_ids()
+    return (sequence_ids[0] is None and 0 in sequence_ids and 1 in sequence_ids
+            and None in sequence_ids[sequence_ids.index(0):sequence_ids.index(1)])
+
+
+def load_tokenizer(checkpoint: str | dict, options: dict | None = None):
+    """The tokenizer ``build`` returns, without building the model."""
+    _options(options)
+    if isinstance(checkpoint, dict):
+        if "tokenizer" not in checkpoint:
+            raise InputError("config", "a random-init mamba checkpoint needs a 'tokenizer' spec")
+        spec = checkpoint["tokenizer"]
+    else:
+        spec = checkpoint
+    return _prepare_tokenizer(checkpoints.load_pretrained(AutoTokenizer, spec), spec)
+
+
+def _load_backbone(spec: str) -> MambaModel:
+    # fp32 master weights whatever dtype the checkpoint was stored in (bf16 runs use autocast)
+    return checkpoints.load_pretrained(MambaModel, spec, dtype=torch.float32)
+
+
+def build(checkpoint: str | dict, seed: int, options: dict | None = None):
+    """Model, tokenizer and where the weights came from.
+
+    ``checkpoint`` is a spec string (hub id, directory, ``pip:package``) of a Mamba checkpoint, or
+    ``{"random_init": {MambaConfig fields}, "tokenizer": spec}`` (vocab_size from the tokenizer).
+    With ``bidirectional`` the backward backbone starts from the same pretrained weights, or from its
+    own random init.
+    """
+    opts = _options(options)
+    tokenizer = load_tokenizer(checkpoint, opts)
+    torch.manual_seed(seed)
+    if isinstance(checkpoint, dict):
+        if not isinstance(checkpoint.get("random_init"), dict):
+            raise InputError("config", "a mamba checkpoint given as a mapping needs 'random_init' (MambaConfig fields)")
+        fields = dict(checkpoint["random_init"])
+        unknown = sorted(k for k in fields if not hasattr(MambaConfig(), k))
+        if unknown:
+            raise InputError("config", f"random_init: {', '.join(unknown)} not MambaConfig fields "
+                                       f"(e.g. hidden_size, num_hidden_layers, state_size, expand, conv_kernel)")
+        fields.setdefault("vocab_size", len(tokenizer))
+        config = MambaConfig(**fields)
+        forward = MambaModel(config)
+        backward = MambaModel(config) if opts["bidirectional"] else None
+        origin = f"random init (mamba, {config.num_hidden_layers} layers, hidden {config.hidden_size}"
+        origin += ", bidirectional)" if opts["bidirectional"] else ")"
+    else:
+        forward = _load_backbone(checkpoint)
+        backward = _load_backbone(checkpoint) if opts["bidirectional"] else None
+        origin = checkpoint + (" (bidirectional)" if opts["bidirectional"] else "")
+    if len(tokenizer) > forward.config.vocab_size:
+        raise InputError(str(checkpoint), f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
+                                          f"only {forward.config.vocab_size}")
+    return MambaSpanModel(forward, backward), tokenizer, origin
+
+
+def save(model: MambaSpanModel, tokenizer, out_dir) -> None:
+    """Backbones with save_pretrained in subfolders, heads and options beside them, the tokenizer on top."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.forward_backbone.save_pretrained(out / FORWARD_DIR)
+    if model.backward_backbone is not None:
+        model.backward_backbone.save_pretrained(out / BACKWARD_DIR)
+    heads = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
+             if name.startswith(("span_head.", "null_head."))}
+    safetensors.torch.save_file(heads, str(out / HEADS_FILE))
+    meta = {"family": FAMILY, "format": FORMAT_VERSION, "bidirectional": model.bidirectional}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    tokenizer.save_pretrained(out)
+
+
+def load(model_dir) -> tuple[MambaSpanModel, object]:
+    """A directory written by ``save``, in eval mode."""
+    root = Path(model_dir)
+    try:
+        meta = json.loads((root / META_FILE).read_text())
+    except FileNotFoundError:
+        raise InputError(model_dir, f"not a mamba checkpoint (no {META_FILE}; train one with family: mamba)") from None
+    except (OSError, ValueError) as err:
+        raise InputError(root / META_FILE, f"unreadable mamba metadata ({err})") from None
+    if not isinstance(meta, dict) or meta.get("family") != FAMILY or meta.get("format") != FORMAT_VERSION:
+        raise InputError(root / META_FILE, f"not a format-{FORMAT_VERSION} mamba checkpoint")
+    forward = _load_backbone(str(root / FORWARD_DIR))
+    backward = _load_backbone(str(root / BACKWARD_DIR)) if meta.get("bidirectional") else None
+    model = MambaSpanModel(forward, backward)
+    try:
+        heads = safetensors.torch.load_file(str(root / HEADS_FILE))
+    except (OSError, safetensors.SafetensorError) as err:
+        raise InputError(root / HEADS_FILE, f"cannot read the span heads ({err})") from None
+    try:
+        missing, unexpected = model.load_state_dict(heads, strict=False)
+    except RuntimeError as err:  # shapes that do not fit
+        raise InputError(root / HEADS_FILE, f"span heads do not fit the backbone ({err})") from None
+    missing = [name for name in missing if name.startswith(("span_head.", "null_head."))]
+    if missing or unexpected:
+        raise InputError(root / HEADS_FILE, f"span heads do not fit the backbone (missing {missing}, "
+                                            f"unexpected {unexpected})")
+    tokenizer = _prepare_tokenizer(checkpoints.load_pretrained(AutoTokenizer, str(root)), str(root))
+    model.eval()
+    return model, tokenizer

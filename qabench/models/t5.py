@@ -1,0 +1,348 @@
+"""T5 as a text-to-text QA model: "question: Q context: WINDOW" -> answer text or a no-answer string.
+
+Contexts longer than the input are split into overlapping windows, as for the span families. Each
+window gets a generated answer and two exact sequence log-probabilities (teacher forced): that of
+its answer and that of the no-answer string. Like the span models, a question takes its best
+answer over windows and its least confident no-answer score, and na_prob = null - answer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+from transformers.generation import LogitsProcessor, LogitsProcessorList
+from transformers.modeling_outputs import BaseModelOutput
+
+from qabench import checkpoints
+from qabench.batching import sorted_batches
+from qabench.data import Example
+from qabench.errors import InputError
+from qabench.features import WindowSpec, truncate_questions
+from qabench.metrics import normalize_answer
+from qabench.postprocess import NO_SPAN_SCORE, Answer
+from qabench.predict import PredictionResult
+
+FAMILY = "t5"
+DEFAULT_OPTIONS = {"no_answer_text": "unanswerable", "max_answer_tokens": 32, "num_beams": 1}
+FEATURE_COLUMNS = ["example_index", "example_id", "input_ids", "labels", "window_start", "window_end"]
+IGNORE_INDEX = -100
+PREFIX = "question: {question} context:"
+
+
+def resolve_options(options: dict | None) -> dict:
+    """``options`` over the defaults; unknown keys are an error (a typo would silently change nothing)."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise InputError("config", f"unknown t5 options {unknown} (known: {sorted(DEFAULT_OPTIONS)})")
+    merged = {**DEFAULT_OPTIONS, **options}
+    if not normalize_answer(merged["no_answer_text"]):
+        raise InputError("config", "t5 option no_answer_text must hold a word (it is compared after normalisation)")
+    if int(merged["max_answer_tokens"]) < 1 or int(merged["num_beams"]) < 1:
+        raise InputError("config", "t5 options max_answer_tokens and num_beams must be at least 1")
+    return merged
+
+
+def special_ids(tokenizer) -> tuple[int, int]:
+    """(pad, eos) ids. A WordPiece tokenizer has no EOS: its [SEP] ends sequences and [PAD] pads
+    and starts the decoder, so BERT vocabularies work for a randomly initialised T5."""
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if tokenizer.pad_token_id is None or eos is None:
+        raise InputError(tokenizer.name_or_path, "tokenizer needs a pad token and an EOS (or [SEP]) token for T5")
+    return tokenizer.pad_token_id, eos
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+def load_tokenizer(checkpoint: str | dict, options: dict | None = None):
+    spec = checkpoint["tokenizer"] if isinstance(checkpoint, dict) else checkpoint
+    return checkpoints.load_pretrained(AutoTokenizer, spec)
+
+
+def build(checkpoint: str | dict, seed: int, options: dict | None = None):
+    """Model, tokenizer and weight origin for training.
+
+    ``checkpoint`` is a spec string (``t5-small``, ``google/flan-t5-base``, a directory) or
+    ``{"random_init": {T5Config fields}, "tokenizer": spec}``.
+    """
+    resolve_options(options)
+    torch.manual_seed(seed)
+    tokenizer = load_tokenizer(checkpoint, options)
+    if not isinstance(checkpoint, dict):
+        return checkpoints.load_pretrained(T5ForConditionalGeneration, checkpoint), tokenizer, checkpoint
+    pad, eos = special_ids(tokenizer)
+    fields = dict(checkpoint["random_init"])
+    if "d_model" in fields and "num_heads" in fields:
+        fields.setdefault("d_kv", fields["d_model"] // fields["num_heads"])
+    fields.update(vocab_size=len(tokenizer), pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad)
+    config = T5Config(**fields)
+    model = T5ForConditionalGeneration(config)
+    origin = f"random init (t5, {config.num_layers} layers, d_model {config.d_model})"
+    return model, tokenizer, origin
+
+
+def save(model, tokenizer, out_dir) -> None:
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def load(model_dir: str):
+    """A T5 directory (ours or any hub/local T5 checkpoint) for inference."""
+    model = checkpoints.load_pretrained(T5ForConditionalGeneration, model_dir)  # first: clearer error
+    tokenizer = checkpoints.load_pretrained(AutoTokenizer, model_dir)
+    model.eval()
+    return model, tokenizer
+
+
+# -------------------------------------------------------------------------------------------- windows
+
+
+@dataclass
+class _Window:
+    example_index: int
+    input_ids: np.ndarray
+    labels: np.ndarray
+    context_ids: np.ndarray  # the window's context tokens (a slice of input_ids)
+    offsets: np.ndarray  # [n, 2] character offsets of context_ids in the example's context
+
+
+def _prefix_overhead(tokenizer) -> int:
+    """Tokens the input adds around question and context: the prompt words and the EOS."""
+    return len(tokenizer(PREFIX.format(question=""), add_special_tokens=False)["input_ids"]) + 1
+
+
+def _check_spec(spec: WindowSpec, tokenizer) -> None:
+    spec.validate()
+    room = spec.max_length - spec.max_question_tokens - _prefix_overhead(tokenizer)
+    if room <= spec.stride:
+        raise InputError("config", f"stride {spec.stride} must be below max_length - max_question_tokens - "
+                                   f"{_prefix_overhead(tokenizer)} (the T5 prompt) = {room}")
+
+
+def _windows(examples: list[Example], tokenizer, spec: WindowSpec, no_answer_text: str,
+             example_offset: int = 0) -> list[_Window]:
+    """Every window of every example, in example order."""
+    _check_spec(spec, tokenizer)
+    _, eos = special_ids(tokenizer)
+    questions = truncate_questions([e.question.strip() for e in examples], tokenizer, spec.max_question_tokens)
+    prefixes = tokenizer([PREFIX.format(question=q) for q in questions], add_special_tokens=False)["input_ids"]
+    contexts = list(dict.fromkeys(e.context for e in examples))  # paragraphs repeat across questions
+    encoded = tokenizer(contexts, add_special_tokens=False, return_offsets_mapping=True)
+    context_tokens = {c: (np.asarray(ids, np.int32), np.asarray(off, np.int64).reshape(-1, 2))
+                      for c, ids, off in zip(contexts, encoded["input_ids"], encoded["offset_mapping"])}
+    no_answer = _target_ids(tokenizer, no_answer_text, eos)
+    out = []
+    for i, (example, prefix) in enumerate(zip(examples, prefixes)):
+        ids, offsets = context_tokens[example.context]
+        room = max(1, spec.max_length - len(prefix) - 1)
+        step = max(1, room - spec.stride)  # _check_spec makes this room - stride for any question
+        answer = None
+        if example.answer_texts:
+            start = example.answer_starts[0]
+            answer = (start, start + len(example.answer_texts[0]), _target_ids(tokenizer, example.answer_texts[0], eos))
+        lo = 0
+        while True:
+            hi = min(lo + room, len(ids))
+            window_ids, window_offsets = ids[lo:hi], offsets[lo:hi]
+            inside = (answer is not None and hi > lo
+                      and window_offsets[0, 0] <= answer[0] <= answer[1] <= window_offsets[-1, 1])
+            labels = answer[2] if inside else no_answer
+            input_ids = np.concatenate([np.asarray(prefix, np.int32), window_ids, np.asarray([eos], np.int32)])
+            out.append(_Window(example_offset + i, input_ids, labels, window_ids, window_offsets))
+            if hi >= len(ids):
+                break
+            lo += step
+    return out
+
+
+def _target_ids(tokenizer, text: str, eos: int) -> np.ndarray:
+    ids = tokenizer(text.strip(), add_special_tokens=False)["input_ids"]
+    return np.asarray([*ids, eos], np.int32)
+
+
+def make_features(examples: list[Example], tokenizer, spec: WindowSpec, options: dict | None = None,
+                  example_offset: int = 0) -> pd.DataFrame:
+    """One row per window: input ids, target ids (answer or no-answer text, then EOS) and the
+    window's character range in the context (``window_start``, ``window_end``)."""
+    options = resolve_options(options)
+    windows = _windows(examples, tokenizer, spec, options["no_answer_text"], example_offset)
+    rows = {
+        "example_index": [w.example_index for w in windows],
+        "example_id": [examples[w.example_index - example_offset].id for w in windows],
+        "input_ids": [w.input_ids for w in windows],
+        "labels": [w.labels for w in windows],
+        "window_start": [int(w.offsets[0, 0]) if len(w.offsets) else 0 for w in windows],
+        "window_end": [int(w.offsets[-1, 1]) if len(w.offsets) else 0 for w in windows],
+    }
+    return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
+
+
+# ----------------------------------------------------------------------------------------- training
+
+
+def _pad(sequences: list[np.ndarray], value: int) -> torch.Tensor:
+    out = np.full((len(sequences), max(len(s) for s in sequences)), value, dtype=np.int64)
+    for row, s in enumerate(sequences):
+        out[row, : len(s)] = s
+    return torch.from_numpy(out)
+
+
+def _pad_inputs(sequences: list[np.ndarray], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids padded to the longest row, and the attention mask."""
+    mask = _pad([np.ones(len(s), np.int64) for s in sequences], 0)
+    return _pad(sequences, pad), mask
+
+
+def _rows(encoder_outputs: BaseModelOutput, rows: list[int]) -> BaseModelOutput:
+    """Encoder outputs of the given batch rows (rows may repeat)."""
+    return BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state[rows])
+
+
+def _sequence_logprobs(model, encoder_outputs, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(label token) per row, teacher forced (labels padded with IGNORE_INDEX)."""
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+    logits = model(encoder_outputs=encoder_outputs, attention_mask=attention_mask,
+                   decoder_input_ids=decoder_input_ids).logits.float()
+    keep = labels != IGNORE_INDEX
+    picked = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * keep).sum(-1)
+
+
+def batch_loss(model, tokenizer, features: pd.DataFrame) -> Callable[[np.ndarray], tuple[torch.Tensor, int]]:
+    """``loss_fn(indices)`` -> (mean token cross-entropy over the rows' targets, input tokens)."""
+    pad, _ = special_ids(tokenizer)
+    ids = features["input_ids"].tolist()
+    labels = features["labels"].tolist()
+
+    def loss_fn(indices: np.ndarray) -> tuple[torch.Tensor, int]:
+        inputs, mask = _pad_inputs([ids[i] for i in indices], pad)
+        targets = _pad([labels[i] for i in indices], IGNORE_INDEX)
+        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=targets)
+        logits = model(input_ids=inputs, attention_mask=mask, decoder_input_ids=decoder_input_ids).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                                 ignore_index=IGNORE_INDEX)
+        return loss, int(mask.sum())
+
+    return loss_fn
+
+
+# ---------------------------------------------------------------------------------------- inference
+
+
+class _BanFirstTokens(LogitsProcessor):
+    """Forbid some tokens as the first generated token (the no-answer text's first token, EOS, pad)."""
+
+    def __init__(self, token_ids: list[int]):
+        self.token_ids = token_ids
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] == 1:  # only the decoder start token so far
+            scores[:, self.token_ids] = -float("inf")
+        return scores
+
+
+def _snap_to_context(answer_ids: np.ndarray, window: _Window, context: str) -> str | None:
+    """The context's own characters where the answer tokens occur in the window, if they do;
+    exact text beats a decoded one (an uncased WordPiece vocabulary decodes "U.S." as "u. s.")."""
+    n = len(answer_ids)
+    if n == 0 or n > len(window.context_ids):
+        return None
+    hits = np.flatnonzero((np.lib.stride_tricks.sliding_window_view(window.context_ids, n) == answer_ids).all(1))
+    if not len(hits):
+        return None
+    start = hits[0]
+    # strip: a SentencePiece token's offsets include the space before the word
+    return context[window.offsets[start, 0]:window.offsets[start + n - 1, 1]].strip()
+
+
+def predict(model, tokenizer, examples: list[Example], settings: dict, batch_size: int = 64,
+            threshold: float | None = None, precision: str = "fp32", progress: bool = True) -> PredictionResult:
+    """Generate an answer per window, score it and the no-answer text, and decide per question.
+
+    A window whose generation is the no-answer text (or empty) is decoded again with the first
+    token of the no-answer text, EOS and pad banned at the first step: its answer candidate is then the
+    best sequence that does not start like the abstention (an approximation of the best non-null
+    sequence that costs one more generation only for those windows).
+    """
+    options = resolve_options(settings.get("options"))
+    threshold = settings["null_threshold"] if threshold is None else threshold
+    spec = WindowSpec(settings["max_length"], settings["stride"], settings["max_question_tokens"])
+    pad, eos = special_ids(tokenizer)
+    null_norm = normalize_answer(options["no_answer_text"])
+    null_ids = _target_ids(tokenizer, options["no_answer_text"], eos)
+    ban = LogitsProcessorList([_BanFirstTokens(sorted({int(null_ids[0]), eos, pad}))])
+    generate_kwargs = {"max_new_tokens": int(options["max_answer_tokens"]), "num_beams": int(options["num_beams"]),
+                       "do_sample": False, "pad_token_id": pad, "eos_token_id": eos,
+                       "decoder_start_token_id": model.config.decoder_start_token_id}
+
+    t0 = time.perf_counter()
+    windows = _windows(examples, tokenizer, spec, options["no_answer_text"])
+    t1 = time.perf_counter()
+
+    def candidate(window: _Window, generated: np.ndarray) -> tuple[np.ndarray, str]:
+        answer_ids = generated[1:]  # drop the decoder start token
+        stop = np.flatnonzero((answer_ids == eos) | (answer_ids == pad))
+        answer_ids = answer_ids[: stop[0]] if len(stop) else answer_ids
+        text = _snap_to_context(answer_ids, window, examples[window.example_index].context)
+        if text is None:
+            text = tokenizer.decode(answer_ids.tolist(), skip_special_tokens=True).strip()
+        return answer_ids, text
+
+    # per window: (answer log-prob or None, answer text, no-answer log-prob)
+    scored: list[tuple[float | None, str, float]] = [None] * len(windows)  # type: ignore[list-item]
+    lengths = np.array([len(w.input_ids) for w in windows])
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    model.eval()
+    with torch.inference_mode(), autocast:
+        for batch in tqdm(sorted_batches(lengths, batch_size), desc="predict", unit="batch",
+                          disable=not progress, mininterval=5):
+            inputs, mask = _pad_inputs([windows[i].input_ids for i in batch], pad)
+            encoded = model.get_encoder()(input_ids=inputs, attention_mask=mask)
+            generated = model.generate(encoder_outputs=encoded, attention_mask=mask, **generate_kwargs).numpy()
+            candidates = [candidate(windows[i], g) for i, g in zip(batch, generated)]
+            redo = [row for row, (_, text) in enumerate(candidates) if normalize_answer(text) in ("", null_norm)]
+            if redo:
+                sub = _rows(encoded, redo)
+                again = model.generate(encoder_outputs=sub, attention_mask=mask[redo], logits_processor=ban,
+                                       **generate_kwargs).numpy()
+                for row, g in zip(redo, again):
+                    candidates[row] = candidate(windows[batch[row]], g)
+            # one teacher-forced pass scores every answer candidate and the no-answer text
+            both = _pad([np.append(ids, eos) for ids, _ in candidates] + [null_ids] * len(batch), IGNORE_INDEX)
+            logprobs = _sequence_logprobs(model, _rows(encoded, list(range(len(batch))) * 2),
+                                          torch.cat([mask, mask]), both).numpy()
+            for row, (i, (_, text)) in enumerate(zip(batch, candidates)):
+                usable = normalize_answer(text) not in ("", null_norm)
+                scored[i] = (float(logprobs[row]) if usable else None, text, float(logprobs[len(batch) + row]))
+    t2 = time.perf_counter()
+
+    best: dict[int, list] = {}  # example index -> [span score, text, null score]
+    for window, (answer_score, text, null_score) in zip(windows, scored):
+        entry = best.setdefault(window.example_index, [NO_SPAN_SCORE, "", np.inf])
+        if answer_score is not None and answer_score > entry[0]:
+            entry[0], entry[1] = answer_score, text
+        entry[2] = min(entry[2], null_score)
+    answers, predictions, na_probs = {}, {}, {}
+    for index, example in enumerate(examples):
+        span_score, text, null_score = best[index]
+        answer = Answer(text, float(span_score), float(null_score))
+        answers[example.id] = answer
+        predictions[example.id] = "" if answer.na_prob > threshold else text
+        na_probs[example.id] = answer.na_prob
+    t3 = time.perf_counter()
+    stats = {
+        "questions": len(examples), "windows": len(windows), "tokens": int(lengths.sum()),
+        "tokenize_s": t1 - t0, "model_s": t2 - t1, "postprocess_s": t3 - t2, "total_s": t3 - t0,
+        "questions_per_s": len(examples) / (t3 - t0), "batch_size": batch_size, "precision": precision,
+        "threads": torch.get_num_threads(),
+    }
+    return PredictionResult(predictions, na_probs, answers, threshold, stats)
+

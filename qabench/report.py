@@ -70,7 +70,8 @@ def measured_row(entry: dict) -> dict:
         predict_qps=round(decision["questions_per_s"], 2),
         train_peak_mem_mb=_max_rss_mb(Path(entry["train_benchmark"])) if entry.get("train_benchmark") else None,
         device=f"{machine.get('device', 'cpu')}: {machine.get('cpu', '?')}, {machine.get('threads', '?')} threads, "
-               f"torch {machine.get('torch', '?')}" if machine else None,
+               f"torch {machine.get('torch', '?')}" + (f", {cost['implementation']}" if cost.get("implementation") else "")
+        if machine else None,
         threshold=decision["threshold"], threshold_source=settings.get("threshold_source"),
         init=settings.get("origin"), train_questions=training.get("data", {}).get("questions"),
         train_wall_s=training.get("wall_s_this_run"),

@@ -64,6 +64,14 @@ def test_summary_has_pinned_columns_and_measured_rows(smoke_run):
     assert 0 < float(model_row["latency_ms_p50"]) <= float(model_row["latency_ms_p95"])
     assert float(model_row["peak_mem_mb"]) > 0 and model_row["device"].startswith("cpu")
     assert abstain["latency_ms_p50"] == "" and abstain["size_mb"] == ""  # nothing to measure: empty
+    dev_rows = {(r["model"], r["variant"]): r for r in rows if r["eval_set"] == "dev"}
+    assert dev_rows[("tinymamba", "base")]["device"].endswith("pure pytorch")  # no CUDA kernels on a CPU
+    base = dev_rows[("tinybert", "base")]
+    # int8 weights are packed outside model.parameters(): the count is still the model's own
+    assert int(dev_rows[("tinybert", "int8")]["params"]) == int(base["params"])
+    assert float(dev_rows[("tinybert", "int8")]["size_mb"]) < float(base["size_mb"])
+    assert int(dev_rows[("tinybert", "pruned")]["params"]) < int(base["params"])
+    assert int(dev_rows[("tinybert", "lora")]["trainable_params"]) < int(base["params"]) // 2
     summary = (smoke_run / "results" / "summary.md").read_text()
     assert "random init" in summary and "always-abstain" in summary
 

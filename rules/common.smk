@@ -78,3 +78,12 @@ def _product(extra):
     for key, values in extra.items():
         combos = [{**c, key: value} for c in combos for value in values]
     return combos
+
+
+def model_env(wildcards):
+    """Conda env of a job on one model: Mamba's kernels, peft/bitsandbytes for a variant, else plain torch."""
+    if MODELS[wildcards.model]["family"] == "mamba":
+        return "../envs/mamba.yaml"
+    if getattr(wildcards, "variant", "base") != "base":
+        return "../envs/quant.yaml"
+    return "../envs/torch.yaml"

@@ -22,7 +22,7 @@ rule compress:
     benchmark:
         "results/benchmarks/train/{model}/{variant}.tsv"
     conda:
-        "../envs/quant.yaml"
+        model_env
     shell:
         "python -m workflow_scripts.compress --method {params.method} --base {input.base} --out {output} "
         "--options '{params.options}' --manifest {input.manifest} --examples {input.examples} "

@@ -16,7 +16,7 @@ rule predict:
     benchmark:
         "results/benchmarks/predict/{model}/{variant}/{eval_set}.tsv"
     conda:
-        "../envs/torch.yaml"
+        model_env
     shell:
         "python -m workflow_scripts.predict --model {input.model} --data {input.examples} "
         "--out-dir {params.out_dir} --batch-size {params.batch_size} --precision {params.precision} "
@@ -55,7 +55,7 @@ rule efficiency:
     log:
         "logs/efficiency/{model}/{variant}.log",
     conda:
-        "../envs/torch.yaml"
+        model_env
     shell:
         "python -m workflow_scripts.efficiency --model {input.model} --data {input.examples} "
         "--training {input.model}/training.json --questions {params.questions} "

@@ -20,7 +20,7 @@ rule train:
     benchmark:
         "results/benchmarks/train/{model}/base.tsv"
     conda:
-        "../envs/torch.yaml"
+        model_env
     shell:
         "python -m workflow_scripts.train --manifest {input.manifest} --examples {input.examples} "
         "--holdout {input.holdout} --family {params.family} --checkpoint '{params.checkpoint}' "

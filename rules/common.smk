@@ -1,4 +1,6 @@
 """Helpers the rules share: command-line arguments built from the validated config."""
+# Parameters are written in a canonical order (sorted keys) so that reformatting a config, or
+# saving it with another YAML tool, never looks like a change that reruns a job.
 
 
 def source_args(wildcards):
@@ -17,7 +19,7 @@ def train_prepare_args(wildcards):
         args.append(f"--max-questions {train['max_questions']}")
     if train.get("holdout_questions"):
         args.append(f"--holdout-questions {train['holdout_questions']}")
-    args += [f"--negative {kind}={fraction}" for kind, fraction in train.get("negatives", {}).items()]
+    args += [f"--negative {kind}={fraction}" for kind, fraction in sorted(train.get("negatives", {}).items())]
     return " ".join(args)
 
 
@@ -37,11 +39,11 @@ def train_options(wildcards):
 
 def checkpoint_arg(wildcards):
     spec = MODELS[wildcards.model]["checkpoint"]
-    return json.dumps(spec) if isinstance(spec, dict) else spec
+    return json.dumps(spec, sort_keys=True) if isinstance(spec, dict) else spec
 
 
 def options_arg(wildcards):
-    return json.dumps(MODELS[wildcards.model].get("options", {}))
+    return json.dumps(MODELS[wildcards.model].get("options", {}), sort_keys=True)
 
 
 def eval_set_file(eval_set):

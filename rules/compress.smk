@@ -10,7 +10,7 @@ rule compress:
         variant="|".join(COMPRESSION) or "no-variant-configured",
     params:
         method=lambda wc: COMPRESSION[wc.variant]["method"],
-        options=lambda wc: json.dumps(COMPRESSION[wc.variant]),
+        options=lambda wc: json.dumps(COMPRESSION[wc.variant], sort_keys=True),
         # resume checkpoints live outside the output, which Snakemake deletes before a rerun
         state_dir="results/.train_state/{model}/{variant}",
         seed=SEED,

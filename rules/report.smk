@@ -15,7 +15,7 @@ rule summarize:
     params:
         plots_dir=lambda wc, output: output.plots[0].rsplit("/", 1)[0],
         rows=summary_rows,
-        eval_sets=json.dumps({e: eval_set_file(e) for e in EVAL_SETS}),
+        eval_sets=json.dumps({e: eval_set_file(e) for e in EVAL_SETS}, sort_keys=True),
     log:
         "logs/summarize.log",
     conda:
@@ -23,3 +23,23 @@ rule summarize:
     shell:
         "python -m workflow_scripts.summarize --rows '{params.rows}' --eval-sets '{params.eval_sets}' "
         "--markdown {output.markdown} --csv {output.csv} --plots-dir {params.plots_dir} > {log} 2>&1"
+
+
+# One target per model (`snakemake --cores 8 model_minilm`): its base and variants trained, scored
+# on every eval set and measured, without touching the other models or the summary.
+for _model in MODELS:
+
+    rule:
+        name:
+            f"model_{_model}"
+        localrule: True
+        input:
+            [
+                path
+                for m, v in MODEL_VARIANTS
+                if m == _model
+                for path in [
+                    *expand(f"results/metrics/{m}/{v}/{{eval_set}}.json", eval_set=EVAL_SETS),
+                    f"results/efficiency/{m}/{v}.json",
+                ]
+            ],

@@ -3,8 +3,12 @@
 import csv
 import json
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,12 +33,14 @@ def path_without_this_venv() -> str:
     return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
 
 
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    return [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+            *args, "--configfile", str(REPO / "configs" / "smoke.yaml")]
+
+
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-         *args, "--configfile", str(REPO / "configs" / "smoke.yaml")],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "PATH": path_without_this_venv()},
-    )
+    return subprocess.run(snakemake_command(workdir, *args), capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "PATH": path_without_this_venv()})
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +134,81 @@ def test_workflow_lints_clean():
     result = subprocess.run([*SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_training_killed_with_sigkill_resumes_to_the_same_predictions(smoke_run, tmp_path):
+    workdir = tmp_path / "killed"
+    shutil.copytree(smoke_run, workdir, ignore=shutil.ignore_patterns("locks"))
+    shutil.rmtree(workdir / "results" / "models" / "tinybert" / "base")
+    target = "results/predictions/tinybert/base/dev/predictions.json"
+    (workdir / target).unlink()
+    checkpoint = workdir / "results" / ".train_state" / "tinybert" / "base" / "checkpoint.pt"
+
+    run = subprocess.Popen(snakemake_command(workdir, target), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True, env={**os.environ, "PATH": path_without_this_venv()})
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(run.pid, signal.SIGKILL)  # snakemake and the training job with it, mid-training
+    run.wait()
+    assert checkpoint.exists(), "training finished or failed before its first checkpoint"
+    assert not (workdir / "results" / "models" / "tinybert" / "base").exists()  # no half-written model
+
+    assert snakemake(workdir, "--unlock").returncode == 0
+    result = snakemake(workdir, target)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from step" in (workdir / "logs" / "train" / "tinybert" / "base.log").read_text()
+    assert not checkpoint.exists()  # resume state is dropped once the model is saved
+    for name in ("predictions.json", "na_probs.json"):
+        resumed = (workdir / "results" / "predictions" / "tinybert" / "base" / "dev" / name).read_bytes()
+        assert resumed == (smoke_run / "results" / "predictions" / "tinybert" / "base" / "dev" / name).read_bytes()
+
+
+def test_same_seed_and_config_retrain_to_byte_identical_predictions_and_metrics(smoke_run, tmp_path):
+    workdir = tmp_path / "again"
+    shutil.copytree(smoke_run, workdir, ignore=shutil.ignore_patterns("locks"))
+    models = ("tinylstm", "tinyt5")
+    for model in models:
+        for folder in ("models", "predictions", "metrics"):
+            shutil.rmtree(workdir / "results" / folder / model)
+    result = snakemake(workdir, *(f"results/metrics/{m}/base/dev.json" for m in models))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for model in models:
+        outputs = [f"predictions/{model}/base/dev/{name}" for name in ("predictions.json", "na_probs.json")]
+        for relative in [*outputs, f"metrics/{model}/base/dev.json"]:
+            assert (workdir / "results" / relative).read_bytes() == (smoke_run / "results" / relative).read_bytes(), \
+                relative
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> list[tuple[str, str | None]]:
+    """(rule, model wildcard or None) of every job a dry run plans."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout + result.stderr)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
+        model = re.search(r"wildcards:.*\bmodel=([\w-]+)", block.split("\n\n")[0])
+        jobs.append((rule, model.group(1) if model else None))
+    return jobs
+
+
+def test_a_model_target_builds_exactly_that_branch(tmp_path):
+    jobs = planned_jobs(snakemake(tmp_path, "model_tinylstm", "--dry-run"))
+    rules = {rule for rule, _ in jobs}
+    assert {"train", "predict", "evaluate", "efficiency", "model_tinylstm"} <= rules
+    assert "summarize" not in rules and "compress" not in rules
+    assert {model for _, model in jobs if model} == {"tinylstm"}
+
+
+def test_a_changed_hyper_parameter_reruns_that_model_and_the_summary_only(smoke_run, tmp_path):
+    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    smoke["models"]["tinylstm"]["train"]["learning_rate"] = 5.0e-3
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(smoke))
+    command = [c if c != str(REPO / "configs" / "smoke.yaml") else str(changed)
+               for c in snakemake_command(smoke_run, "results/summary.md", "--dry-run")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PATH": path_without_this_venv()})
+    jobs = planned_jobs(result)
+    assert ("train", "tinylstm") in jobs and ("summarize", None) in jobs
+    assert {model for _, model in jobs if model} == {"tinylstm"}
+    assert {rule for rule, _ in jobs} == {"train", "predict", "evaluate", "efficiency", "summarize"}

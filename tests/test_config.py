@@ -233,3 +233,20 @@ def test_method_families_match_the_modules():
         except ModuleNotFoundError:
             pytest.fail(f"compression method {name} has no module")
         assert tuple(module.FAMILIES) == families, name
+
+
+OVERLAYS = ("variants-cpu.yaml", "families-cpu.yaml")  # merged over config.yaml, as the README runs them
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml",
+                                  *(f"configs/{o}" for o in OVERLAYS)])
+def test_shipped_configs_validate(name):
+    from snakemake.utils import update_config
+
+    loaded = yaml.safe_load((REPO / name).read_text())
+    if Path(name).name in OVERLAYS:
+        merged = yaml.safe_load((REPO / "config.yaml").read_text())
+        update_config(merged, loaded)
+        loaded = merged
+    validated = config.validate(loaded, name, base_dir=REPO)
+    assert validated["models"]

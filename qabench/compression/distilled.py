@@ -177,6 +177,8 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
         layers = kept_layers(teacher_layers, opts["student_layers"], opts["layer_init"])
         student = student_from_teacher(teacher, layers)
         origin = f"distilled from {base_dir}: teacher layers {layers} of {teacher_layers}"
+    if opts["alpha"] == 0:
+        origin = origin.replace("distilled from", "labels only (no teacher), student initialised from", 1)
     settings_train = TrainSettings(**{**DEFAULT_TRAIN, "seed": seed, **opts["train"]})
     log.info("%s; alpha %.2f, temperature %.1f", origin, opts["alpha"], opts["temperature"])
 

@@ -3,7 +3,10 @@
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,6 +194,25 @@ def test_shares_of_a_batch_sum_to_its_loss_and_gradient(family):
         shared, shared_grad = backward(sum(batch_loss(batch[r::world], batch)[0] for r in range(world)))
         assert shared == pytest.approx(whole, rel=1e-6)
         torch.testing.assert_close(shared_grad, whole_grad, atol=1e-7, rtol=1e-5)
+
+
+def test_the_train_rule_starts_one_process_per_gpu(tmp_path):
+    overlay = tmp_path / "gpus.yaml"
+    overlay.write_text("models: {tinybert: {train: {gpus: 2}}, tinylstm: {train: {gpus: 1}}}\n")
+    repo = Path(__file__).resolve().parents[1]
+    targets = [f"results/models/{model}/base" for model in ("tinybert", "tinylstm", "tinyt5")]
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--dry-run", "--printshellcmds", "--directory", str(tmp_path),
+         "--snakefile", str(repo / "Snakefile"), *targets, "--configfile", str(repo / "configs" / "smoke.yaml"),
+         str(overlay)],
+        capture_output=True, text=True, timeout=300, cwd=repo)
+    assert result.returncode == 0, result.stderr[-2000:]
+    commands = {line.split("--family ")[1].split()[0]: line[line.index("python -m"):]
+                for line in result.stdout.splitlines() if "workflow_scripts.train " in line}
+    assert commands["encoder"].startswith("python -m torch.distributed.run --standalone --nproc-per-node 2 "
+                                          "-m workflow_scripts.train --device cuda --manifest")
+    assert commands["lstm"].startswith("python -m workflow_scripts.train --device cuda --manifest")
+    assert commands["t5"].startswith("python -m workflow_scripts.train --manifest")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

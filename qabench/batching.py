@@ -6,9 +6,10 @@ import numpy as np
 import torch
 
 
-def pad_batch(input_ids: list[np.ndarray], token_type_ids: list[np.ndarray], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence in the batch, not to a fixed length."""
-    width = max(len(x) for x in input_ids)
+def pad_batch(input_ids: list[np.ndarray], token_type_ids: list[np.ndarray], pad_id: int,
+              width: int | None = None) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence in the batch (or to ``width``), not to a fixed length."""
+    width = max(len(x) for x in input_ids) if width is None else width
     ids = np.full((len(input_ids), width), pad_id, dtype=np.int64)
     types = np.zeros((len(input_ids), width), dtype=np.int64)
     mask = np.zeros((len(input_ids), width), dtype=np.int64)

@@ -92,9 +92,13 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
         raise InputError(source, f"efficiency.eval_set: '{efficiency['eval_set']}' is not one of data.eval_sets")
     tok = config["tokenize"]
     WindowSpec(tok["max_length"], tok["stride"], tok["max_question_tokens"]).validate(f"{source}: tokenize")
-    for name in config["models"]:
+    for name, spec in config["models"].items():
         if not name.replace("_", "").replace("-", "").isalnum():
             raise InputError(source, f"models: name '{name}' may hold only letters, digits, - and _")
+        gpus, batch_size = spec["train"]["gpus"], spec["train"]["batch_size"]
+        if gpus > batch_size:
+            raise InputError(source, f"models.{name}.train.gpus: {gpus} GPUs share each batch, so batch_size "
+                                     f"must be at least {gpus} (it is {batch_size})")
     _check_variants(config, source)
     return config
 

@@ -63,16 +63,26 @@ def save_model_dir(out_dir: str | Path, save: Callable[[Path], None], settings: 
 
 def run(*, family: str, checkpoint: str | dict, options: dict, features, holdout: list[Example], window: dict,
         train_settings: train.TrainSettings, out_dir: str | Path, state_dir: str | Path, data_counts: dict,
-        predict_batch_size: int = 64) -> dict:
+        predict_batch_size: int = 64, device: str = "cpu") -> dict | None:
+    """Build, train (on ``device``), tune the threshold and save; under several training processes
+    only rank 0 does the last two, and the others return None."""
     model_family = models.family(family)
     model, tokenizer, origin = model_family.build(checkpoint, train_settings.seed, options)
     counts = parameter_counts(model)
+    if device != "cpu":
+        from qabench.compression.qlora import place  # moves inputs to the device and outputs back
+
+        model.to(device)
+        place(model, device)
     stats = train.train(model, features, span_or_family_loss(family, model, tokenizer, features), train_settings,
                         state_dir)
+    if train.process_rank()[0] > 0:
+        return None
     settings = {**DEFAULT_SETTINGS, **window, "family": family, "variant": "base", "origin": origin,
                 "checkpoint": checkpoint, "options": options}
     holdout_scores = add_threshold(model, tokenizer, holdout, settings, predict_batch_size, train_settings.precision)
-    record = {**stats, **counts, "settings": asdict(train_settings), "data": data_counts,
+    model.to("cpu")
+    record = {**stats, **counts, "device": device, "settings": asdict(train_settings), "data": data_counts,
               "holdout_scores": holdout_scores}
     save_model_dir(out_dir, lambda tmp: model_family.save(model, tokenizer, tmp), settings, record, state_dir)
     return settings

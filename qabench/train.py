@@ -1,10 +1,12 @@
-"""Fine-tuning for span extraction: length-grouped batches, checkpoints, exact resume."""
+"""Fine-tuning for span extraction: length-grouped batches, checkpoints, exact resume, several processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import time
@@ -13,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from qabench.batching import grouped_training_batches, pad_batch
+from qabench.errors import InputError
 from qabench.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -47,17 +51,52 @@ def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch
 
 
 def span_batch_loss(model, span_logits, features, pad_id: int):
-    """The loss of a span family's ``model`` on some feature rows, and how many real tokens it saw."""
+    """The loss of a span family's ``model`` on some feature rows, and how many real tokens it saw.
+
+    ``batch_loss(rows, batch)`` gives the rows' share of the loss on ``batch`` instead (see ``train``):
+    the loss is a mean over windows, so the share is weighted by the rows' fraction of the windows, and
+    the rows are padded as wide as the whole batch because the encoder's softmax over positions also
+    covers padding.
+    """
     ids = features["input_ids"].tolist()
     types = features["token_type_ids"].tolist()
     starts = torch.tensor(features["start_position"].to_numpy(), dtype=torch.long)
     ends = torch.tensor(features["end_position"].to_numpy(), dtype=torch.long)
 
-    def batch_loss(batch: np.ndarray) -> tuple[torch.Tensor, int]:
-        inputs = pad_batch([ids[i] for i in batch], [types[i] for i in batch], pad_id)
+    def batch_loss(rows: np.ndarray, batch: np.ndarray | None = None) -> tuple[torch.Tensor, int]:
+        width = None if batch is None else max(len(ids[i]) for i in batch)
+        inputs = pad_batch([ids[i] for i in rows], [types[i] for i in rows], pad_id, width)
         start_logits, end_logits = span_logits(model, inputs)
-        return span_loss(start_logits, end_logits, starts[batch], ends[batch]), int(inputs["attention_mask"].sum())
+        loss = span_loss(start_logits, end_logits, starts[rows], ends[rows])
+        if batch is not None:
+            loss = loss * (len(rows) / len(batch))
+        return loss, int(inputs["attention_mask"].sum())
     return batch_loss
+
+
+def process_rank() -> tuple[int, int]:
+    """This process's rank and the number of training processes: (0, 1) unless torch.distributed is up."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def join_processes(device: str) -> str:
+    """Join the process group torchrun describes in the environment when it started several processes
+    (gloo on the CPU, nccl on GPUs); return the device this process trains on ("cuda" means its own
+    GPU, cuda:LOCAL_RANK)."""
+    if device == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if not torch.cuda.is_available():
+            raise InputError("--device", "cuda asked for, but torch sees no GPU")
+        if local_rank >= torch.cuda.device_count():
+            raise InputError("--device", f"training process {local_rank} has no GPU of its own "
+                                         f"(torch sees {torch.cuda.device_count()})")
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo" if device == "cpu" else "nccl")
+    return device
 
 
 def _linear_schedule(optimizer, warmup: int, total: int):
@@ -68,13 +107,59 @@ def _linear_schedule(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _save_state(state_dir: Path, model, optimizer, scheduler, step: int) -> None:
+def _save_state(state_dir: Path, model, optimizer, scheduler, step: int, rank_rng: list | None = None) -> None:
     state = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "step": step, "torch_rng": torch.get_rng_state(),
     }
+    if rank_rng is not None:
+        state["rank_rng"] = rank_rng
     with atomic_path(state_dir / "checkpoint.pt") as tmp:
         torch.save(state, tmp)
+
+
+def _rng_state(device: torch.device) -> dict:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _gather_rng_states(device: torch.device, world: int) -> list[dict]:
+    states = [None] * world
+    dist.all_gather_object(states, _rng_state(device))
+    return states
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _shared_backward(batch_loss, batch: np.ndarray, params: list, rank: int, world: int,
+                     autocast) -> tuple[torch.Tensor, int]:
+    """Backward of this rank's share of ``batch``, then gradients summed over the ranks.
+
+    The shares add up to the loss one process computes on the whole batch, so the summed gradient
+    is its gradient. A rank with no rows (a short last batch) adds zeros; a parameter that got no
+    gradient on any rank keeps none, as in one process. One all-reduce carries the gradients, which
+    parameters have one, and the loss and token count; returns the whole batch's loss and tokens.
+    """
+    rows = batch[rank::world]
+    loss, tokens = torch.zeros(()), 0
+    if len(rows):
+        with autocast:
+            loss, tokens = batch_loss(rows, batch)
+        loss.backward()
+    device = params[0].device
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
+                     + [torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device),
+                        torch.tensor([loss.item(), tokens], dtype=torch.float32, device=device)])
+    dist.all_reduce(flat)
+    sizes = [p.numel() for p in params]
+    grads, has_grad, totals = flat.split([sum(sizes), len(params), 2])
+    for p, grad, got_one in zip(params, grads.split(sizes), has_grad.tolist()):
+        p.grad = grad.view_as(p).to(p.dtype) if got_one else None
+    return totals[0].cpu(), int(totals[1])
 
 
 def train(model, features, batch_loss, settings: TrainSettings, state_dir: str | Path, progress: bool = True) -> dict:
@@ -82,15 +167,24 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
 
     ``batch_loss(row_indices) -> (loss, tokens)`` is the family's loss of ``model`` on some rows.
     Returns run statistics. The loss log is ``state_dir/loss.jsonl`` (one line per logged step).
+
+    Under torch.distributed (one process per GPU, or gloo processes on a CPU) every process takes
+    every ``world``-th row of each batch and calls ``batch_loss(rows, batch)``, which must return the
+    rows' share of the loss on the whole ``batch`` (shares sum to it); gradients are summed across
+    processes. Batches, steps and the optimizer's updates are those of one process with the same
+    settings, equal up to float rounding (dropout draws differ: each process has its own random
+    stream). Only rank 0 writes the checkpoint and the loss log; every rank resumes from them.
     """
+    rank, world = process_rank()
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(settings.seed)
+    seed_everything(settings.seed + rank)
     lengths = features["input_ids"].map(len).to_numpy()
     batches_per_epoch = math.ceil(len(features) / settings.batch_size)
     total_steps = max(1, round(settings.epochs * batches_per_epoch))
 
     trainable = [p for p in model.parameters() if p.requires_grad]
+    device = trainable[0].device
     no_decay = [p for p in trainable if p.ndim < 2]
     decay = [p for p in trainable if p.ndim >= 2]
     optimizer = torch.optim.AdamW(
@@ -103,36 +197,49 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
     checkpoint = state_dir / "checkpoint.pt"
     loss_log = state_dir / "loss.jsonl"
     if checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        rank_rng = state.get("rank_rng")
+        if rank_rng is not None and len(rank_rng) == world:
+            _set_rng_state(rank_rng[rank], device)
+        elif rank == 0:  # the other ranks of a run resumed on another process count keep fresh streams
+            torch.set_rng_state(state["torch_rng"])
         step = state["step"]
         log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint)
-        if loss_log.is_file():  # drop entries logged after the checkpoint
+        if rank == 0 and loss_log.is_file():  # drop entries logged after the checkpoint
             kept = [l for l in loss_log.read_text().splitlines() if json.loads(l)["step"] <= step]
             loss_log.write_text("".join(k + "\n" for k in kept))
     else:
-        loss_log.write_text("")
+        if rank == 0:
+            loss_log.write_text("")
         log.info("training from scratch: %d windows, %d steps", len(features), total_steps)
+    if world > 1:
+        with torch.no_grad():  # start every rank from rank 0's weights, as DistributedDataParallel does
+            for tensor in model.state_dict().values():
+                dist.broadcast(tensor, 0)
 
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
     model.train()
     t0 = time.perf_counter()
     tokens_seen = 0
     running = []
     epoch_batches: dict[int, list[np.ndarray]] = {}
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress, mininterval=10)
-    with open(loss_log, "a") as log_file:
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress or rank > 0,
+               mininterval=10)
+    with open(loss_log, "a") if rank == 0 else contextlib.nullcontext() as log_file:
         while step < total_steps:
             epoch, position = divmod(step, batches_per_epoch)
             if epoch not in epoch_batches:
                 epoch_batches = {epoch: grouped_training_batches(lengths, settings.batch_size, settings.seed, epoch)}
             batch = epoch_batches[epoch][position]
-            with autocast:
-                loss, tokens = batch_loss(batch)
-            loss.backward()
+            if world == 1:
+                with autocast:
+                    loss, tokens = batch_loss(batch)
+                loss.backward()
+            else:
+                loss, tokens = _shared_backward(batch_loss, batch, trainable, rank, world, autocast)
             torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
             optimizer.step()
             scheduler.step()
@@ -144,16 +251,22 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
             if step % settings.log_every_steps == 0 or step == total_steps:
                 entry = {"step": step, "epoch": round(step / batches_per_epoch, 4), "loss": float(np.mean(running)),
                          "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - t0, 2)}
-                log_file.write(json.dumps(entry) + "\n")
-                log_file.flush()
+                if log_file is not None:
+                    log_file.write(json.dumps(entry) + "\n")
+                    log_file.flush()
                 bar.set_postfix(loss=f"{entry['loss']:.3f}")
                 running = []
             if step % settings.save_every_steps == 0 and step < total_steps:
-                _save_state(state_dir, model, optimizer, scheduler, step)
+                if world == 1:
+                    _save_state(state_dir, model, optimizer, scheduler, step)
+                else:
+                    rank_rng = _gather_rng_states(device, world)
+                    if rank == 0:
+                        _save_state(state_dir, model, optimizer, scheduler, step, rank_rng)
     bar.close()
     model.eval()
     wall = time.perf_counter() - t0
-    return {"steps": total_steps, "windows": len(features), "epochs": settings.epochs,
+    return {"steps": total_steps, "windows": len(features), "epochs": settings.epochs, "processes": world,
             "wall_s_this_run": round(wall, 1), "tokens_this_run": tokens_seen,
             "tokens_per_s": round(tokens_seen / wall, 1) if wall > 0 else None}
 

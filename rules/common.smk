@@ -37,6 +37,17 @@ def train_options(wildcards):
     )
 
 
+def train_launcher(wildcards, resources):
+    """The command that trains: one process (on the CPU, or on the job's one GPU), or torchrun with
+    one process per GPU, sharing every batch. It reads the job's `gpu` resource (the model's
+    `train.gpus`, or what a profile sets with set-resources)."""
+    gpus = int(resources.gpu)
+    if gpus > 1:
+        return (f"python -m torch.distributed.run --standalone --nproc-per-node {gpus} "
+                "-m workflow_scripts.train --device cuda")
+    return "python -m workflow_scripts.train" + (" --device cuda" if gpus == 1 else "")
+
+
 def checkpoint_arg(wildcards):
     spec = MODELS[wildcards.model]["checkpoint"]
     return json.dumps(spec, sort_keys=True) if isinstance(spec, dict) else spec

@@ -12,9 +12,11 @@ rule train:
         train_options=train_options,
         # resume checkpoints live outside the output, which Snakemake deletes before a rerun
         state_dir="results/.train_state/{model}/base",
+        launch=train_launcher,
     threads: config["threads"]["train"]
     resources:
         mem_mb=8000,
+        gpu=lambda wc: MODELS[wc.model]["train"]["gpus"],
     log:
         "logs/train/{model}/base.log",
     benchmark:
@@ -22,7 +24,7 @@ rule train:
     conda:
         model_env
     shell:
-        "python -m workflow_scripts.train --manifest {input.manifest} --examples {input.examples} "
+        "{params.launch} --manifest {input.manifest} --examples {input.examples} "
         "--holdout {input.holdout} --family {params.family} --checkpoint '{params.checkpoint}' "
         "--options '{params.options}' --out {output} --state-dir {params.state_dir} {params.train_options} "
         "--threads {threads} > {log} 2>&1"

@@ -154,6 +154,17 @@ def test_bad_model_name(smoke):
     assert "tiny bert" in _error(smoke)
 
 
+def test_training_gpus_default_to_none_and_must_not_outnumber_the_batch(smoke):
+    assert config.validate(copy.deepcopy(smoke))["models"]["tinybert"]["train"]["gpus"] == 0
+    smoke["models"]["tinybert"]["train"].update(gpus=16, batch_size=16)
+    config.validate(copy.deepcopy(smoke))
+    smoke["models"]["tinybert"]["train"]["gpus"] = 17
+    message = _error(copy.deepcopy(smoke))
+    assert "models.tinybert.train.gpus" in message and "batch_size" in message
+    smoke["models"]["tinybert"]["train"]["gpus"] = -1
+    assert "models.tinybert.train.gpus" in _error(smoke)
+
+
 def test_relative_paths_resolve_against_base_dir(smoke, tmp_path):
     absolute = str(tmp_path / "elsewhere.json.gz")
     smoke["data"]["sources"]["abs"] = {"path": absolute}

@@ -2,16 +2,24 @@
 
     python workflow_scripts/train.py --manifest FEATURES/manifest.json --examples TRAIN.parquet \
         [--holdout HOLDOUT.parquet] [--family encoder] --checkpoint SPEC [--options JSON] \
-        --out MODEL_DIR --state-dir STATE_DIR \
+        --out MODEL_DIR --state-dir STATE_DIR [--device cpu|cuda] \
         [--epochs 2 --learning-rate 5e-5 --batch-size 32 --precision fp32|bf16 --seed 13 ...]
+
+One process per GPU (the same result as one process, up to float rounding):
+
+    torchrun --standalone --nproc-per-node N -m workflow_scripts.train --device cuda ...
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
+
+import torch.distributed as dist
 
 from qabench import cli, models
 from qabench.data import read_examples
@@ -19,7 +27,7 @@ from qabench.errors import run_cli
 from qabench.features import read_feature_shards, without_synthetic_negatives
 from qabench.finetune import run
 from qabench.io import read_json
-from qabench.train import TrainSettings
+from qabench.train import TrainSettings, join_processes
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--options", default="{}", help="the family's options (JSON object)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--state-dir", required=True, help="resume checkpoints live here until training ends")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cuda: this process's GPU (cuda:LOCAL_RANK under torchrun)")
     parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--stride", type=int, default=128)
     parser.add_argument("--max-question-tokens", type=int, default=64)
@@ -46,9 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--no-synthetic-negatives", action="store_true",
                         help="train only on the real questions of the examples table")
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--threads", type=int, help="CPU threads, shared by the processes torchrun starts")
     args = parser.parse_args(argv)
-    cli.setup(args.threads)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cli.setup(args.threads and max(1, args.threads // processes))
+    device = join_processes(args.device)
+    if int(os.environ.get("RANK", "0")) > 0:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports for all
     manifest = read_json(args.manifest)
     features = read_feature_shards([str(Path(args.manifest).parent / s["path"]) for s in manifest["shards"]])
     examples = read_examples(args.examples)
@@ -65,10 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         family=args.family, checkpoint=cli.parse_checkpoint(args.checkpoint),
         options=cli.parse_options(args.options), features=features, holdout=holdout,
         window={"max_length": args.max_length, "stride": args.stride, "max_question_tokens": args.max_question_tokens},
-        train_settings=settings, out_dir=args.out, state_dir=args.state_dir,
+        train_settings=settings, out_dir=args.out, state_dir=args.state_dir, device=device,
         data_counts={"questions": len(examples), "by_origin": dict(Counter(e.origin for e in examples)),
                      "windows": len(features), "holdout_questions": len(holdout)},
     )
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0
 
 

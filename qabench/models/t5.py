@@ -216,19 +216,29 @@ def _sequence_logprobs(model, encoder_outputs, attention_mask: torch.Tensor, lab
     return (picked * keep).sum(-1)
 
 
-def batch_loss(model, tokenizer, features: pd.DataFrame) -> Callable[[np.ndarray], tuple[torch.Tensor, int]]:
-    """``loss_fn(indices)`` -> (mean token cross-entropy over the rows' targets, input tokens)."""
+def batch_loss(model, tokenizer, features: pd.DataFrame) -> Callable[..., tuple[torch.Tensor, int]]:
+    """``loss_fn(indices)`` -> (mean token cross-entropy over the rows' targets, input tokens).
+
+    ``loss_fn(indices, batch)`` gives the rows' share of that mean over the whole ``batch`` (the
+    summed cross-entropy of the rows' target tokens over the batch's target token count), as
+    ``train.train`` asks of it under several processes.
+    """
     pad, _ = special_ids(tokenizer)
     ids = features["input_ids"].tolist()
     labels = features["labels"].tolist()
 
-    def loss_fn(indices: np.ndarray) -> tuple[torch.Tensor, int]:
+    def loss_fn(indices: np.ndarray, batch: np.ndarray | None = None) -> tuple[torch.Tensor, int]:
         inputs, mask = _pad_inputs([ids[i] for i in indices], pad)
         targets = _pad([labels[i] for i in indices], IGNORE_INDEX)
         decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=targets)
         logits = model(input_ids=inputs, attention_mask=mask, decoder_input_ids=decoder_input_ids).logits
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
-                                                 ignore_index=IGNORE_INDEX)
+        if batch is None:
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                                     ignore_index=IGNORE_INDEX)
+        else:
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                                     ignore_index=IGNORE_INDEX, reduction="sum")
+            loss = loss / sum(len(labels[i]) for i in batch)
         return loss, int(mask.sum())
 
     return loss_fn

@@ -24,8 +24,11 @@ def describe_machine(threads: int, device: str = "cpu") -> dict:
                 break
     except OSError:
         pass
-    return {"device": device, "cpu": cpu, "threads": threads, "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version()}
+    machine = {"device": device, "cpu": cpu, "threads": threads, "torch": torch.__version__,
+               "transformers": transformers.__version__, "python": platform.python_version()}
+    if device.startswith("cuda"):
+        machine["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return machine
 
 
 def disk_size_mb(model_dir: str | Path) -> float:
@@ -64,4 +67,5 @@ def measure(model, tokenizer, examples: list[Example], settings: dict, *, warmup
         "latency_ms_p95": round(float(np.percentile(latencies, 95)), 2),
         "throughput_qps": round(len(examples) / batched, 2), "throughput_batch_size": batch_size,
         "precision": precision, "peak_mem_mb": peak_rss_mb(),
+        **({"peak_gpu_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if torch.cuda.is_available() else {}),
     }

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from qabench import metrics, models, train
+from qabench import devices, metrics, models, train
 from qabench.data import Example
 from qabench.io import atomic_dir, write_json
 from qabench.predict import DEFAULT_SETTINGS, SETTINGS_FILE, predict
@@ -69,11 +69,7 @@ def run(*, family: str, checkpoint: str | dict, options: dict, features, holdout
     model_family = models.family(family)
     model, tokenizer, origin = model_family.build(checkpoint, train_settings.seed, options)
     counts = parameter_counts(model)
-    if device != "cpu":
-        from qabench.compression.qlora import place  # moves inputs to the device and outputs back
-
-        model.to(device)
-        place(model, device)
+    devices.move(model, device)
     stats = train.train(model, features, span_or_family_loss(family, model, tokenizer, features), train_settings,
                         state_dir)
     if train.process_rank()[0] > 0:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from qabench import checkpoints, models, postprocess
+from qabench import checkpoints, devices, models, postprocess
 from qabench.batching import pad_batch, sorted_batches
 from qabench.data import Example
 from qabench.features import WindowSpec, tokenize_examples
@@ -30,15 +30,21 @@ def read_settings(model: str | Path) -> dict:
     return settings
 
 
-def load_model(model: str | Path):
-    """(model, tokenizer, settings) of a checkpoint of any family or variant; foreign checkpoints are encoders."""
+def load_model(model: str | Path, device: str = "cpu"):
+    """(model, tokenizer, settings) of a checkpoint of any family or variant; foreign checkpoints are encoders.
+
+    The model runs on ``device``, except variants made for one device (int8, qlora), which keep theirs.
+    """
     settings = read_settings(model)
+    devices.check(device)
     if settings.get("variant", "base") != "base":
         from qabench import compression
 
         loaded, tokenizer = compression.method(settings["variant"]).load(str(model), settings)
     else:
         loaded, tokenizer = models.family(settings["family"]).load(str(model))
+    if "device" not in settings.get("compression", {}):
+        devices.move(loaded, device)
     return loaded, tokenizer, settings
 
 
@@ -58,7 +64,7 @@ def window_logits(model, span_logits, features, pad_id: int, batch_size: int, pr
     ids = features["input_ids"].tolist()
     types = features["token_type_ids"].tolist()
     out: list = [None] * len(features)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = torch.autocast(devices.model_device(model).type, dtype=torch.bfloat16, enabled=precision == "bf16")
     model.eval()
     with torch.inference_mode(), autocast:
         for batch in tqdm(sorted_batches(lengths, batch_size), desc="predict", unit="batch",

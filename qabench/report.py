@@ -69,7 +69,8 @@ def measured_row(entry: dict) -> dict:
         throughput_qps=cost.get("throughput_qps"), peak_mem_mb=cost.get("peak_mem_mb"),
         predict_qps=round(decision["questions_per_s"], 2),
         train_peak_mem_mb=_max_rss_mb(Path(entry["train_benchmark"])) if entry.get("train_benchmark") else None,
-        device=f"{machine.get('device', 'cpu')}: {machine.get('cpu', '?')}, {machine.get('threads', '?')} threads, "
+        device=f"{machine.get('device', 'cpu')}: {machine.get('gpu') or machine.get('cpu', '?')}, "
+               f"{machine.get('threads', '?')} threads, "
                f"torch {machine.get('torch', '?')}" + (f", {cost['implementation']}" if cost.get("implementation") else "")
         if machine else None,
         threshold=decision["threshold"], threshold_source=settings.get("threshold_source"),

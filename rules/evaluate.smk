@@ -10,6 +10,7 @@ rule predict:
         out_dir=subpath(output.predictions, parent=True),
         batch_size=config["predict"]["batch_size"],
         precision=config["predict"]["precision"],
+        device=config["predict"]["device"],
     threads: config["threads"]["predict"]
     log:
         "logs/predict/{model}/{variant}/{eval_set}.log",
@@ -20,7 +21,7 @@ rule predict:
     shell:
         "python -m workflow_scripts.predict --model {input.model} --data {input.examples} "
         "--out-dir {params.out_dir} --batch-size {params.batch_size} --precision {params.precision} "
-        "--threads {threads} > {log} 2>&1"
+        "--device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule evaluate:
@@ -50,6 +51,7 @@ rule efficiency:
         questions=config["efficiency"]["questions"],
         batch_size=config["efficiency"]["batch_size"],
         torch_threads=config["threads"]["predict"],
+        device=config["predict"]["device"],
     # all cores are claimed so that no other job runs beside the timing
     threads: workflow.cores
     log:
@@ -59,4 +61,5 @@ rule efficiency:
     shell:
         "python -m workflow_scripts.efficiency --model {input.model} --data {input.examples} "
         "--training {input.model}/training.json --questions {params.questions} "
-        "--batch-size {params.batch_size} --threads {params.torch_threads} --out {output} > {log} 2>&1"
+        "--batch-size {params.batch_size} --device {params.device} --threads {params.torch_threads} --out {output} "
+        "> {log} 2>&1"

@@ -46,7 +46,7 @@ def test_defaults_are_filled(smoke):
     del smoke["models"]["tinybert"]["train"]["learning_rate"]
     cfg = config.validate(smoke)
     assert cfg["tokenize"]["shards"] == 4
-    assert cfg["predict"] == {"batch_size": 64, "precision": "fp32"}
+    assert cfg["predict"] == {"batch_size": 64, "precision": "fp32", "device": "cpu"}
     assert cfg["threads"] == {"train": 2, "predict": 2}
     assert cfg["data"]["local_mirrors"] == []
     assert cfg["data"]["train"]["holdout_articles"] == 1  # given values are kept
@@ -246,7 +246,7 @@ def test_method_families_match_the_modules():
         assert tuple(module.FAMILIES) == families, name
 
 
-OVERLAYS = ("variants-cpu.yaml", "families-cpu.yaml")  # merged over config.yaml, as the README runs them
+OVERLAYS = ("variants-cpu.yaml", "families-cpu.yaml", "gpu.yaml")  # merged over config.yaml, as the README runs them
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml",

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from qabench import cli, efficiency
+from qabench import cli, devices, efficiency
 from qabench.data import read_examples
 from qabench.errors import run_cli
 from qabench.io import write_json
@@ -32,18 +32,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (int8 and qlora variants keep their own)")
     parser.add_argument("--training", help="training.json of the checkpoint (training time and parameters)")
     args = parser.parse_args(argv)
     cli.setup(args.threads)
     examples = read_examples(args.data)
     examples = random.Random(args.seed).sample(examples, min(args.questions, len(examples)))
-    model, tokenizer, settings = load_model(args.model)
+    model, tokenizer, settings = load_model(args.model, args.device)
     result = {
         "model_dir": args.model, "size_mb": efficiency.disk_size_mb(args.model),
         **efficiency.parameter_counts(model),
         **efficiency.measure(model, tokenizer, examples, settings,
                              batch_size=args.batch_size, precision=args.precision),
-        "machine": efficiency.describe_machine(torch.get_num_threads()),
+        "machine": efficiency.describe_machine(torch.get_num_threads(), str(devices.model_device(model))),
     }
     if settings.get("family") == "mamba":  # the CUDA kernels or the pure-PyTorch scan: the summary says which
         from qabench.models import mamba

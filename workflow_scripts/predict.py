@@ -30,10 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, help="abstain when na_prob exceeds this (default: the model's)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (int8 and qlora variants keep their own)")
     args = parser.parse_args(argv)
     cli.setup(args.threads)
     examples = read_examples(args.data)
-    model, tokenizer, settings = load_model(args.model)
+    model, tokenizer, settings = load_model(args.model, args.device)
     result = predict(model, tokenizer, examples, settings, batch_size=args.batch_size,
                      threshold=args.threshold, precision=args.precision)
     out = Path(args.out_dir)

@@ -40,6 +40,7 @@ from torch import nn
 
 from qabench import finetune, models
 from qabench.compression import lora
+from qabench.devices import place
 from qabench.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -202,30 +203,6 @@ def storage_bytes(model: nn.Module, names: list[str]) -> dict:
         weight = model.get_submodule(name).weight
         fp32 += 4 * (weight.quant_state.shape.numel() + sum(t.numel() for k, t in state.items() if k == "bias"))
     return {"quantized_bytes": stored, "quantized_fp32_bytes": fp32}
-
-
-# ---------------------------------------------------------------------------------------------- devices
-
-
-def _to(value, device):
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):  # ModelOutput is a dict too
-        return type(value)(**{k: _to(v, device) for k, v in value.items()}) if hasattr(value, "to_tuple") \
-            else {k: _to(v, device) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to(v, device) for v in value)
-    return value
-
-
-def place(model: nn.Module, device: str) -> None:
-    """On an accelerator: move inputs to it and outputs back to the CPU, where the training loop and
-    the decoder keep their tensors."""
-    if device == "cpu":
-        return
-    model.register_forward_pre_hook(lambda _m, args, kwargs: (_to(args, device), _to(kwargs, device)),
-                                    with_kwargs=True)
-    model.register_forward_hook(lambda _m, _args, output: _to(output, "cpu"))
 
 
 # ---------------------------------------------------------------------------------------------- make / load

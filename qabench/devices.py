@@ -1,0 +1,58 @@
+"""Where a model runs: the CPU, or a GPU with inputs moved in and outputs moved back.
+
+The training loop, the post-processing and the decoders keep their tensors on the CPU; a model
+placed on a GPU gets hooks that move its inputs there and its outputs back, so no caller changes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qabench.errors import InputError
+
+DEVICES = ("cpu", "cuda")
+
+
+def check(device: str) -> str:
+    """``device`` if this machine has it; a one-line error otherwise."""
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise InputError("--device", f"unknown device '{device}' (known: {', '.join(DEVICES)})")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device", f"{device} asked for, but torch sees no GPU")
+    return device
+
+
+def to_device(value, device):
+    """Tensors inside ``value`` (nested dicts, lists, tuples, model outputs) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):  # ModelOutput is a dict too
+        return type(value)(**{k: to_device(v, device) for k, v in value.items()}) if hasattr(value, "to_tuple") \
+            else {k: to_device(v, device) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device) for v in value)
+    return value
+
+
+def place(model: nn.Module, device: str) -> None:
+    """Hooks that move ``model``'s inputs to ``device`` and its outputs back to the CPU (the model's
+    weights must already be there)."""
+    if device == "cpu":
+        return
+    model.register_forward_pre_hook(lambda _m, args, kwargs: (to_device(args, device), to_device(kwargs, device)),
+                                    with_kwargs=True)
+    model.register_forward_hook(lambda _m, _args, output: to_device(output, "cpu"))
+
+
+def move(model: nn.Module, device: str) -> nn.Module:
+    """``model`` on ``device`` with its inputs and outputs moved by ``place``."""
+    if device != "cpu":
+        model.to(device)
+        place(model, device)
+    return model
+
+
+def model_device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")

@@ -1,0 +1,35 @@
+"""Device placement: clear errors on a machine without the device, nested outputs moved whole."""
+
+import pytest
+import torch
+from transformers.modeling_outputs import QuestionAnsweringModelOutput
+
+from qabench import devices
+from qabench.errors import InputError
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_gpu_without_one_is_a_one_line_error():
+    with pytest.raises(InputError, match="cuda asked for, but torch sees no GPU"):
+        devices.check("cuda")
+
+
+def test_unknown_device_is_refused():
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        devices.check("tpu")
+
+
+def test_nested_outputs_move_whole_and_keep_their_types():
+    output = QuestionAnsweringModelOutput(start_logits=torch.ones(2, 3, dtype=torch.float64),
+                                          end_logits=torch.zeros(2, 3, dtype=torch.float64))
+    moved = devices.to_device({"out": output, "pair": (torch.ones(1), [torch.zeros(1)]), "n": 3},
+                              torch.device("cpu"))
+    assert isinstance(moved["out"], QuestionAnsweringModelOutput)
+    assert torch.equal(moved["out"].start_logits, output.start_logits)
+    assert isinstance(moved["pair"], tuple) and isinstance(moved["pair"][1], list) and moved["n"] == 3
+
+
+def test_a_cpu_model_is_left_as_it_is():
+    model = torch.nn.Linear(2, 2)
+    assert devices.move(model, "cpu") is model
+    assert not model._forward_pre_hooks and devices.model_device(model).type == "cpu"

@@ -1,4 +1,6 @@
+# local even under a cluster executor: login nodes reach the internet, compute nodes often do not
 rule download:
+    localrule: True
     output:
         "results/data/raw/{source}.json.gz",
     params:

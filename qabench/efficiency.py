@@ -31,6 +31,16 @@ def describe_machine(threads: int, device: str = "cpu") -> dict:
     return machine
 
 
+def implementation(model, settings: dict) -> str | None:
+    """Which code path runs the model where a family has more than one (Mamba: CUDA kernels or the
+    pure-PyTorch scan), so the summary can say; None where there is only one."""
+    if settings.get("family") == "mamba":
+        from qabench.models import mamba
+
+        return mamba.kernel_path(model)
+    return None
+
+
 def disk_size_mb(model_dir: str | Path) -> float:
     """Everything in the checkpoint directory: weights, config, tokenizer files."""
     files = [p for p in Path(model_dir).rglob("*") if p.is_file()]

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from qabench import devices
 from qabench.batching import grouped_training_batches, pad_batch
 from qabench.errors import InputError
 from qabench.io import atomic_path
@@ -85,10 +86,8 @@ def join_processes(device: str) -> str:
     """Join the process group torchrun describes in the environment when it started several processes
     (gloo on the CPU, nccl on GPUs); return the device this process trains on ("cuda" means its own
     GPU, cuda:LOCAL_RANK)."""
-    if device == "cuda":
+    if devices.check(device) == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if not torch.cuda.is_available():
-            raise InputError("--device", "cuda asked for, but torch sees no GPU")
         if local_rank >= torch.cuda.device_count():
             raise InputError("--device", f"training process {local_rank} has no GPU of its own "
                                          f"(torch sees {torch.cuda.device_count()})")

@@ -46,10 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              batch_size=args.batch_size, precision=args.precision),
         "machine": efficiency.describe_machine(torch.get_num_threads(), str(devices.model_device(model))),
     }
-    if settings.get("family") == "mamba":  # the CUDA kernels or the pure-PyTorch scan: the summary says which
-        from qabench.models import mamba
-
-        result["implementation"] = mamba.kernel_path(model)
+    implementation = efficiency.implementation(model, settings)
+    if implementation:
+        result["implementation"] = implementation
     if args.training and Path(args.training).is_file():
         training = json.loads(Path(args.training).read_text())
         result.update(trainable_params=training.get("trainable_params"), train_wall_s=training.get("wall_s_this_run"))

@@ -3,7 +3,7 @@
 import json
 import sys
 
-from qabench.config import validate as validate_config
+from qabench.config import train_set, validate as validate_config
 from qabench.errors import InputError
 from qabench.snakemake_env import put_running_interpreter_first
 
@@ -38,6 +38,7 @@ wildcard_constraints:
     model="|".join(MODELS),
     eval_set="|".join(EVAL_SETS),
     source="|".join(DATA["sources"]),
+    train_set="|".join(["default", *DATA["train_sets"]]),
     variant="|".join(["base", *COMPRESSION]),
     shard=r"\d+",
 

@@ -75,13 +75,18 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
         raise InputError(source, _explain(errors[0]))
     sources = config["data"]["sources"]
     train = config["data"]["train"]
+    train.setdefault("holdout_articles", 0)
+    train.setdefault("negatives", {})
     if train["source"] not in sources:
         raise InputError(source, f"data.train.source: '{train['source']}' is not one of data.sources ({', '.join(sources)})")
+    for name, override in config["data"]["train_sets"].items():
+        if name == "default" or not name.replace("_", "").replace("-", "").isalnum():
+            raise InputError(source, f"data.train_sets: name '{name}' must be letters, digits, - and _, not 'default'")
+        if override.get("source", train["source"]) not in sources:
+            raise InputError(source, f"data.train_sets.{name}.source: '{override['source']}' is not one of data.sources")
     for name, eval_set in config["data"]["eval_sets"].items():
         if eval_set["source"] not in sources:
             raise InputError(source, f"data.eval_sets.{name}.source: '{eval_set['source']}' is not one of data.sources")
-    if "train" in config["data"]["eval_sets"] or "holdout" in config["data"]["eval_sets"]:
-        raise InputError(source, "data.eval_sets: 'train' and 'holdout' are reserved names")
     for spec in sources.values():
         if "path" in spec:
             spec["path"] = _resolve(spec["path"], base_dir)
@@ -95,12 +100,22 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
     for name, spec in config["models"].items():
         if not name.replace("_", "").replace("-", "").isalnum():
             raise InputError(source, f"models: name '{name}' may hold only letters, digits, - and _")
+        if spec["train_set"] != "default" and spec["train_set"] not in config["data"]["train_sets"]:
+            raise InputError(source, f"models.{name}.train_set: '{spec['train_set']}' is not 'default' or one of "
+                                     f"data.train_sets ({', '.join(config['data']['train_sets']) or 'none configured'})")
         gpus, batch_size = spec["train"]["gpus"], spec["train"]["batch_size"]
         if gpus > batch_size:
             raise InputError(source, f"models.{name}.train.gpus: {gpus} GPUs share each batch, so batch_size "
                                      f"must be at least {gpus} (it is {batch_size})")
     _check_variants(config, source)
     return config
+
+
+def train_set(config: dict, name: str) -> dict:
+    """The settings of a validated config's training set `name`: data.train, with the keys of
+    data.train_sets[name] replacing its own."""
+    train = config["data"]["train"]
+    return dict(train) if name == "default" else {**train, **config["data"]["train_sets"][name]}
 
 
 def _check_variants(config: dict, source: str) -> None:

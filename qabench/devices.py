@@ -23,6 +23,14 @@ def check(device: str) -> str:
     return device
 
 
+def check_option(method: str, device) -> str:
+    """A compression method's ``device`` option, checked for form only (the job that uses it may run
+    on another machine, one with the GPU)."""
+    if not isinstance(device, str) or (device not in DEVICES and not device.startswith("cuda:")):
+        raise InputError("config", f"{method} option device must be cpu or cuda, not {device!r}")
+    return device
+
+
 def to_device(value, device):
     """Tensors inside ``value`` (nested dicts, lists, tuples, model outputs) moved to ``device``."""
     if isinstance(value, torch.Tensor):

@@ -12,8 +12,14 @@ def source_args(wildcards):
     return args + (f" --sha256 {spec['sha256']}" if spec.get("sha256") else "")
 
 
+def train_examples(wildcards):
+    """The examples a model trains on (and its variants): those of its training set."""
+    folder = f"results/data/train/{MODELS[wildcards.model]['train_set']}"
+    return {"train": f"{folder}/train.parquet", "holdout": f"{folder}/holdout.parquet"}
+
+
 def train_prepare_args(wildcards):
-    train = DATA["train"]
+    train = train_set(config, wildcards.train_set)
     args = [f"--seed {SEED}"]
     if train.get("max_questions"):
         args.append(f"--max-questions {train['max_questions']}")

@@ -1,9 +1,8 @@
 rule compress:
     input:
+        unpack(train_examples),
         base="results/models/{model}/base",
         manifest="results/features/{model}/train/manifest.json",
-        examples="results/data/examples/train.parquet",
-        holdout="results/data/examples/holdout.parquet",
     output:
         directory("results/models/{model}/{variant}"),
     wildcard_constraints:
@@ -17,6 +16,8 @@ rule compress:
     threads: config["threads"]["train"]
     resources:
         mem_mb=8000,
+        # a variant built on the GPU (its `device: cuda`) asks for one, as the train rule does
+        gpu=lambda wc: int(COMPRESSION[wc.variant].get("device", "cpu").startswith("cuda")),
     log:
         "logs/compress/{model}/{variant}.log",
     benchmark:
@@ -25,6 +26,6 @@ rule compress:
         model_env
     shell:
         "python -m workflow_scripts.compress --method {params.method} --base {input.base} --out {output} "
-        "--options '{params.options}' --manifest {input.manifest} --examples {input.examples} "
+        "--options '{params.options}' --manifest {input.manifest} --examples {input.train} "
         "--holdout {input.holdout} --state-dir {params.state_dir} --seed {params.seed} --threads {threads} "
         "> {log} 2>&1"

@@ -15,15 +15,15 @@ rule download:
 
 rule prepare_train:
     input:
-        lambda wc: f"results/data/raw/{DATA['train']['source']}.json.gz",
+        lambda wc: f"results/data/raw/{train_set(config, wc.train_set)['source']}.json.gz",
     output:
-        train="results/data/examples/train.parquet",
-        holdout="results/data/examples/holdout.parquet",
+        train="results/data/train/{train_set}/train.parquet",
+        holdout="results/data/train/{train_set}/holdout.parquet",
     params:
         options=train_prepare_args,
-        holdout_articles=DATA["train"]["holdout_articles"],
+        holdout_articles=lambda wc: train_set(config, wc.train_set)["holdout_articles"],
     log:
-        "logs/prepare/train.log",
+        "logs/prepare/train-{train_set}.log",
     conda:
         "../envs/data.yaml"
     shell:
@@ -46,7 +46,7 @@ rule prepare_eval:
 
 rule tokenize_shard:
     input:
-        "results/data/examples/train.parquet",
+        lambda wc: train_examples(wc)["train"],
     output:
         "results/features/{model}/train/shard-{shard}.parquet",
     params:

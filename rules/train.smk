@@ -1,8 +1,7 @@
 rule train:
     input:
+        unpack(train_examples),
         manifest="results/features/{model}/train/manifest.json",
-        examples="results/data/examples/train.parquet",
-        holdout="results/data/examples/holdout.parquet",
     output:
         directory("results/models/{model}/base"),
     params:
@@ -24,7 +23,7 @@ rule train:
     conda:
         model_env
     shell:
-        "{params.launch} --manifest {input.manifest} --examples {input.examples} "
+        "{params.launch} --manifest {input.manifest} --examples {input.train} "
         "--holdout {input.holdout} --family {params.family} --checkpoint '{params.checkpoint}' "
         "--options '{params.options}' --out {output} --state-dir {params.state_dir} {params.train_options} "
         "--threads {threads} > {log} 2>&1"

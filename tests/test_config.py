@@ -117,10 +117,34 @@ def test_eval_set_with_unknown_source(smoke):
     assert "data.eval_sets.extra.source" in message and "'nope'" in message
 
 
-@pytest.mark.parametrize("name", ["train", "holdout"])
-def test_reserved_eval_set_names(smoke, name):
-    smoke["data"]["eval_sets"][name] = {"source": "dev_tiny"}
-    assert "reserved" in _error(smoke)
+def test_named_train_set_replaces_only_its_keys(smoke):
+    smoke["data"]["train"]["max_questions"] = 50
+    smoke["data"]["train_sets"]["full"] = {"max_questions": None, "negatives": {"other_paragraph": 0.5}}
+    smoke["models"]["tinybert"]["train_set"] = "full"
+    cfg = config.validate(copy.deepcopy(smoke))
+    full = config.train_set(cfg, "full")
+    assert full["max_questions"] is None and full["negatives"] == {"other_paragraph": 0.5}
+    assert full["source"] == "train_tiny" and full["holdout_articles"] == 1  # from data.train
+    assert config.train_set(cfg, "default")["max_questions"] == 50
+    assert cfg["models"]["tinyt5"]["train_set"] == "default"
+
+
+def test_unknown_train_set(smoke):
+    smoke["models"]["tinybert"]["train_set"] = "full"
+    message = _error(smoke)
+    assert "models.tinybert.train_set" in message and "'full'" in message
+
+
+@pytest.mark.parametrize("name", ["default", "a/b"])
+def test_bad_train_set_name(smoke, name):
+    smoke["data"]["train_sets"][name] = {"max_questions": 10}
+    assert "data.train_sets" in _error(smoke)
+
+
+def test_train_set_source_must_exist(smoke):
+    smoke["data"]["train_sets"]["other"] = {"source": "nope"}
+    message = _error(smoke)
+    assert "data.train_sets.other.source" in message and "'nope'" in message
 
 
 def test_unknown_top_level_key(smoke):

@@ -33,3 +33,15 @@ def test_a_cpu_model_is_left_as_it_is():
     model = torch.nn.Linear(2, 2)
     assert devices.move(model, "cpu") is model
     assert not model._forward_pre_hooks and devices.model_device(model).type == "cpu"
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "pruned", "distilled"])
+def test_methods_that_train_take_a_device_option(method):
+    from qabench.compression import distilled, lora, pruned, qlora
+
+    resolve = {"lora": lambda o: lora.resolve_options(o, "encoder"), "qlora": lambda o: qlora.resolve_options(o, "encoder"),
+               "pruned": pruned.resolve_options, "distilled": lambda o: distilled.resolve_options(o, teacher_layers=4)}[method]
+    assert resolve({})["device"] == "cpu"
+    assert resolve({"device": "cuda"})["device"] == "cuda"  # form only: the job may run on a GPU node
+    with pytest.raises(InputError, match=f"{method} option device must be cpu or cuda"):
+        resolve({"device": "tpu"})

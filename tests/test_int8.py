@@ -104,6 +104,31 @@ def test_save_and_load_are_exact(base_dir, dev, tmp_path):
     assert after.na_probs == before.na_probs and after.predictions == before.predictions
 
 
+def test_the_quantized_engine_is_recorded_and_used_again_on_load(base_dir, dev, tmp_path):
+    """Weights are re-packed for torch's quantized engine on load, so load must set the engine the
+    model was made with (onednn uses AMX where the CPU has it)."""
+    engines = [e for e in ("onednn", "fbgemm", "x86") if e in torch.backends.quantized.supported_engines]
+    previous = torch.backends.quantized.engine
+    base, tokenizer, settings = load_model(base_dir)
+    reference = predict(base, tokenizer, dev, settings, progress=False)
+    try:
+        for engine in engines:
+            int8.make(base_dir, tmp_path / engine, options={"engine": engine}, seed=0)
+            saved = json.loads((tmp_path / engine / "qabench.json").read_text())
+            assert saved["compression"]["engine"] == engine
+            torch.backends.quantized.engine = next(e for e in engines if e != engine) if len(engines) > 1 else engine
+            model, tokenizer, settings = load_model(tmp_path / engine)
+            assert torch.backends.quantized.engine == engine
+            result = predict(model, tokenizer, dev, settings, progress=False)
+            agree = sum(result.predictions[q] == reference.predictions[q] for q in reference.predictions) / len(dev)
+            assert agree >= 0.8, f"{engine}: {agree:.2f} of the answers agree"
+        int8.make(base_dir, tmp_path / "default", options={}, seed=0)
+        recorded = json.loads((tmp_path / "default" / "qabench.json").read_text())["compression"]["engine"]
+        assert recorded == torch.backends.quantized.engine  # the default engine is written down too
+    finally:
+        torch.backends.quantized.engine = previous
+
+
 def test_bidaf_lstms_and_mamba_quantize(tokenizer):
     """Generic on module types: a BiLSTM reader's LSTMs and a Mamba's projections become int8."""
     from torch.ao.nn.quantized.dynamic import LSTM as DynamicQuantizedLSTM
@@ -151,6 +176,10 @@ def test_bad_options_and_inputs_are_refused(variants, tmp_path):
     with pytest.raises(InputError, match="cpu only"):
         int8.resolve_options({"device": "cuda", "backend": "dynamic"})
     assert int8.resolve_options({"device": "cuda"})["backend"] == "bitsandbytes"
+    with pytest.raises(InputError, match="engine 'tpu'"):
+        int8.resolve_options({"engine": "tpu"})
+    with pytest.raises(InputError, match="dynamic backend only"):
+        int8.resolve_options({"backend": "bitsandbytes", "engine": "onednn"})
     with pytest.raises(InputError, match="not a base model|base model, not"):
         int8.make(variants["linear"], tmp_path / "twice", options={}, seed=0)
     with pytest.raises(InputError, match="not an int8 model directory"):

@@ -165,3 +165,11 @@ def test_bad_options_are_input_errors():
     model, _, _ = encoder.build(TINY_MODEL, 0)
     with pytest.raises(InputError, match="target_modules"):
         lora.add_adapters(model, lora.resolve_options({"target_modules": ["nowhere"]}, "encoder"), "encoder")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_training_on_a_gpu_that_is_not_there_is_a_one_line_error(tmp_path, data):
+    base = write_base_dir(tmp_path / "base", TINY_MODEL)
+    with pytest.raises(InputError, match="torch sees no GPU"):
+        lora.make(base, tmp_path / "lora", options={"device": "cuda"}, seed=3, data=data, state_dir=tmp_path / "s")
+    assert not (tmp_path / "lora").exists()

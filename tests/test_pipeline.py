@@ -104,6 +104,22 @@ def test_metrics_have_the_official_keys(smoke_run):
     assert "strict_exact" in metrics
 
 
+def test_a_model_trains_on_its_own_training_set(smoke_run):
+    import pandas as pd
+
+    def trained_questions(model):
+        return json.loads((smoke_run / "results" / "models" / model / "base" / "training.json").read_text())["data"]
+
+    def prepared(train_set):
+        return pd.read_parquet(smoke_run / "results" / "data" / "train" / train_set / "train.parquet")
+
+    small, default = prepared("lstm_small"), prepared("default")
+    assert (small["origin"] == "original").sum() == 30 < (default["origin"] == "original").sum()
+    assert set(small["origin"]) == {"original", "neg_other_paragraph"}  # its negatives replace data.train's
+    assert trained_questions("tinylstm")["questions"] == len(small)
+    assert trained_questions("tinybert")["questions"] == len(default)
+
+
 def test_every_rule_logs(smoke_run):
     logs = {p.relative_to(smoke_run / "logs").parts[0] for p in (smoke_run / "logs").rglob("*.log")}
     assert {"download", "prepare", "tokenize", "train", "predict", "evaluate", "efficiency", "summarize.log"} <= logs

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForQuestionAnswering, PreTrainedModel
 
-from qabench import finetune
+from qabench import devices, finetune
 from qabench.batching import pad_batch
 from qabench.compression import TrainingData
 from qabench.errors import InputError
@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 METHOD = "distilled"
 FAMILIES = ("encoder",)
 DEFAULTS = {"student_layers": None, "layer_init": "every_other", "student_checkpoint": None,
-            "temperature": 2.0, "alpha": 0.5, "train": {}}
+            "temperature": 2.0, "alpha": 0.5, "train": {},
+            "device": "cpu"}  # where the teacher and the student run while distilling: cpu or cuda
 LAYER_INITS = ("every_other", "first")
 DEFAULT_TRAIN = {"epochs": 1.0}
 STUDENT_VARIANTS = ("base", "pruned", "distilled")  # variants that load as plain float encoders
@@ -139,6 +140,7 @@ def resolve_options(options: dict, teacher_layers: int) -> dict:
         raise InputError("distilled options", f"alpha must be in [0, 1], not {resolved['alpha']}")
     if resolved["temperature"] <= 0:
         raise InputError("distilled options", f"temperature must be positive, not {resolved['temperature']}")
+    devices.check_option(METHOD, resolved["device"])
     return resolved
 
 
@@ -180,6 +182,9 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
     if opts["alpha"] == 0:
         origin = origin.replace("distilled from", "labels only (no teacher), student initialised from", 1)
     settings_train = TrainSettings(**{**DEFAULT_TRAIN, "seed": seed, **opts["train"]})
+    device = devices.check(opts["device"])
+    devices.move(teacher, device)
+    devices.move(student, device)
     log.info("%s; alpha %.2f, temperature %.1f", origin, opts["alpha"], opts["temperature"])
 
     batch_loss = distill_batch_loss(student, teacher, encoder.span_logits, data.features, tokenizer.pad_token_id,
@@ -191,7 +196,8 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
                 "null_threshold": DEFAULT_SETTINGS["null_threshold"], "compression": {"method": METHOD, **opts}}
     holdout_scores = finetune.add_threshold(student, tokenizer, data.holdout, settings, PREDICT_BATCH_SIZE,
                                             settings_train.precision)
-    record = {**stats, **finetune.parameter_counts(student),
+    student.to("cpu")
+    record = {**stats, **finetune.parameter_counts(student), "device": device,
               "teacher_params": finetune.parameter_counts(teacher)["params"],
               "teacher_layers": teacher_layers, "student_layers": student.config.num_hidden_layers,
               "kept_teacher_layers": layers, "distillation": {k: opts[k] for k in ("alpha", "temperature")},

@@ -18,6 +18,7 @@ abstain threshold is the base's: nothing is retrained, so it is not re-tuned.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +40,7 @@ DEFAULT_OPTIONS = {
     "backend": None,               # dynamic | bitsandbytes; None: dynamic on cpu, bitsandbytes on cuda
     "quantize_embeddings": False,  # dynamic backend only: int8 embedding tables too
     "per_channel": True,           # dynamic backend: a scale per output row rather than per matrix
+    "engine": None,                # dynamic backend: torch's quantized engine (x86, fbgemm, onednn); None: torch's default
 }
 MODULE_FILE = "int8_model.pt"
 FORMAT_VERSION = 1
@@ -67,7 +69,27 @@ def resolve_options(options: dict | None) -> dict:
             raise InputError("config", f"int8 option {name} must be true or false, got {merged[name]!r}")
     if merged["quantize_embeddings"] and merged["backend"] != "dynamic":
         raise InputError("config", "quantize_embeddings needs the dynamic backend")
+    if merged["engine"] is not None:
+        if merged["backend"] != "dynamic":
+            raise InputError("config", "the int8 option engine applies to the dynamic backend only")
+        supported = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+        if merged["engine"] not in supported:
+            raise InputError("config", f"int8 option engine {merged['engine']!r} is not one this torch supports "
+                                       f"({', '.join(supported)})")
     return merged
+
+
+@contextlib.contextmanager
+def quantized_engine(engine: str | None):
+    """Run with torch's quantized engine set to ``engine`` (None: leave it). The engine decides how
+    int8 weights are packed and which kernels run them: onednn uses AMX on CPUs that have it."""
+    previous = torch.backends.quantized.engine
+    if engine is not None:
+        torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = previous
 
 
 def _targets(model: nn.Module, types: tuple[type, ...]) -> list[str]:
@@ -144,7 +166,8 @@ def quantize_bitsandbytes(model: nn.Module, device: str, threshold: float = 6.0)
 def quantize(model: nn.Module, options: dict) -> tuple[nn.Module, int]:
     """The quantized model for resolved ``options`` and the number of weights now stored as int8."""
     if options["backend"] == "dynamic":
-        return quantize_dynamic(model, options["quantize_embeddings"], options["per_channel"])
+        with quantized_engine(options["engine"]):
+            return quantize_dynamic(model, options["quantize_embeddings"], options["per_channel"])
     if options["device"] == "cuda" and not torch.cuda.is_available():
         raise InputError("config", "int8 device cuda asked for, but torch sees no GPU")
     return quantize_bitsandbytes(model, options["device"])
@@ -162,6 +185,8 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     """Quantize the base in ``base_dir`` and write the variant to ``out_dir``. ``seed``, ``data`` and
     ``state_dir`` are unused (nothing trains)."""
     options = resolve_options(options)
+    if options["backend"] == "dynamic" and options["engine"] is None:
+        options["engine"] = torch.backends.quantized.engine  # record which one packed the weights
     base_settings = read_settings(base_dir)
     if base_settings.get("variant", "base") != "base":
         raise InputError(base_dir, f"int8 quantizes a base model, not a {base_settings['variant']} variant")
@@ -190,7 +215,9 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
 
 
 def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
-    """The quantized model (eval mode, on the device it was made for) and its tokenizer."""
+    """The quantized model (eval mode, on the device it was made for) and its tokenizer. A dynamic
+    model's weights are re-packed on load for torch's quantized engine, so this sets the engine the
+    model was made with for the whole process (a predict or benchmark process runs one model)."""
     model_dir = Path(model_dir)
     path = model_dir / MODULE_FILE
     if not path.is_file():
@@ -198,6 +225,11 @@ def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
     device = settings.get("compression", {}).get("device", "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError(model_dir, "this int8 model was made for cuda (bitsandbytes), but torch sees no GPU")
+    engine = settings.get("compression", {}).get("engine")
+    if engine is not None:
+        if engine not in torch.backends.quantized.supported_engines:
+            raise InputError(model_dir, f"this int8 model was made for torch's {engine} engine, which this torch lacks")
+        torch.backends.quantized.engine = engine
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)

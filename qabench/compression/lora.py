@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qabench import finetune, models
+from qabench import devices, finetune, models
 from qabench.errors import InputError
 from qabench.io import read_json
 from qabench.predict import DEFAULT_SETTINGS, read_settings
@@ -53,7 +53,7 @@ TARGET_MODULES = {
 # The task heads, trained in full (peft modules_to_save). T5 has none: its LM head is tied to the
 # embeddings and the answer is generated text.
 HEAD_MODULES = {"encoder": ["qa_outputs"], "t5": [], "mamba": ["span_head", "null_head"]}
-DEFAULT_OPTIONS = {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": None, "train": {}}
+DEFAULT_OPTIONS = {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": None, "train": {}, "device": "cpu"}
 DEFAULT_TRAIN = {"epochs": 1.0, "learning_rate": 5e-4}
 INHERITED_TRAIN = ("batch_size", "precision")  # taken from the base's training settings when not given
 ADAPTER_DIR = "adapter"
@@ -88,6 +88,7 @@ def resolve_options(options: dict | None, family: str, method: str = METHOD, ext
     unknown_train = sorted(set(merged["train"]) - known_train)
     if unknown_train:
         raise InputError("config", f"unknown {method} train setting(s) {unknown_train} (known: {sorted(known_train)})")
+    devices.check_option(method, merged["device"])
     return merged
 
 
@@ -225,8 +226,10 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     opts = resolve_options(options, family)
     settings_train = train_settings(base_dir, opts["train"], seed)
 
+    device = devices.check(opts["device"])
     model, tokenizer, origin = model_family.build(base_settings["checkpoint"], seed, base_settings.get("options"))
     peft_model, adapted = add_adapters(model, opts, family)
+    devices.move(adapted, device)
     counts = adapter_counts(adapted)
     wrapped = wrapped_modules(adapted)
     log.info("lora from %s: rank %d on %d modules, %d trainable parameters", origin, opts["rank"], len(wrapped),
@@ -239,8 +242,9 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     settings = variant_settings(base_settings, base_dir, METHOD, opts, f"lora (rank {opts['rank']}) from {origin}")
     holdout_scores = finetune.add_threshold(merged, tokenizer, data.holdout, settings, PREDICT_BATCH_SIZE,
                                             settings_train.precision)
+    merged.to("cpu")
     params = sum(p.numel() for p in merged.parameters())
-    record = {**stats, "params": params, **counts, "trainable_fraction": round(counts["trainable_params"] / params, 5),
+    record = {**stats, "params": params, **counts, "device": device, "trainable_fraction": round(counts["trainable_params"] / params, 5),
               "adapted_modules": len(wrapped), "settings": asdict(settings_train), "holdout_scores": holdout_scores,
               "data": data_counts(data)}
 

@@ -35,7 +35,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForQuestionAnswering
 from transformers.pytorch_utils import prune_linear_layer
 
-from qabench import train
+from qabench import devices, train
 from qabench.batching import sorted_batches
 from qabench.errors import InputError
 from qabench.finetune import add_threshold, parameter_counts, save_model_dir
@@ -56,6 +56,7 @@ DEFAULT_OPTIONS = {
     # 0.4 of the shares tried (0, 0.25, 1/3, 0.4, 0.5, 0.6, 0.75, 1). None: proportional.
     "head_share": 0.4,
     "train": {},                   # TrainSettings overrides for the recovery fine-tuning
+    "device": "cpu",               # where importance and recovery fine-tuning run: cpu or cuda
 }
 TRAIN_DEFAULTS = {"epochs": 1.0}
 WEIGHTS_FILE = "pruned_model.safetensors"
@@ -85,6 +86,7 @@ def resolve_options(options: dict | None) -> dict:
     bad = sorted(set(merged["train"]) - known)
     if bad:
         raise InputError("config", f"unknown pruned train setting(s) {bad} (known: {', '.join(sorted(known))})")
+    devices.check_option(METHOD, merged["device"])
     return merged
 
 
@@ -143,11 +145,11 @@ def masked(model: nn.Module, head_masks: list[torch.Tensor], neuron_masks: list[
     def scale_heads(mask: torch.Tensor, d: int):
         def hook(_module, args):
             x = args[0]
-            return (x.view(*x.shape[:-1], -1, d) * mask[:, None].to(x.dtype)).view(x.shape),
+            return (x.view(*x.shape[:-1], -1, d) * mask[:, None].to(x)).view(x.shape),  # x's dtype and device
         return hook
 
     def scale_neurons(mask: torch.Tensor):
-        return lambda _module, args: (args[0] * mask.to(args[0].dtype),)
+        return lambda _module, args: (args[0] * mask.to(args[0]),)
 
     try:
         for layer, head_mask, neuron_mask in zip(encoder_layers(model), head_masks, neuron_masks):
@@ -308,8 +310,10 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
 
+    device = devices.check(options["device"])
     model, tokenizer, _ = load_model(base_dir)
     encoder_layers(model)  # refuse other layouts before any work
+    devices.move(model, device)
     before = _shape_record(model)
     calibration = _calibration_rows(data.features, options["calibration_windows"], seed)
     plan_path = state_dir / PLAN_FILE
@@ -350,6 +354,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
         "settings": asdict(train_settings), "holdout_scores": holdout_scores,
     }
     kept = {"format": FORMAT_VERSION, "heads": plan["heads"], "neurons": plan["neurons"]}
+    model.to("cpu")
     save_model_dir(out_dir, lambda tmp: save(model, tokenizer, kept, tmp), settings, record, state_dir)
 
 

@@ -51,7 +51,6 @@ QUANT_OPTIONS = {
     "quant_type": "nf4",       # nf4 (4-bit NormalFloat) or fp4
     "double_quant": True,      # quantize the per-block scales too (about 0.4 bits per weight saved)
     "compute_dtype": "fp32",   # dtype of the dequantized weights in training matmuls: fp32, bf16 or fp16
-    "device": "cpu",           # cpu or cuda
 }
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BASE_FILE = "qlora_base.pt"
@@ -72,10 +71,7 @@ def resolve_options(options: dict | None, family: str) -> dict:
     if merged["compute_dtype"] not in COMPUTE_DTYPES:
         raise InputError("config", f"qlora option compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
                                    f"not {merged['compute_dtype']!r}")
-    device = str(merged["device"])
-    if device != "cpu" and not device.startswith("cuda"):
-        raise InputError("config", f"qlora option device must be cpu or cuda, not {device!r}")
-    if device.startswith("cuda") and family not in models.SPAN_FAMILIES:
+    if merged["device"].startswith("cuda") and family not in models.SPAN_FAMILIES:
         raise InputError("config", f"qlora on cuda supports the span families only, not {family}")
     return merged
 

@@ -14,9 +14,13 @@ from qabench.errors import InputError
 DEVICES = ("cpu", "cuda")
 
 
+def _is_device_name(device) -> bool:
+    return isinstance(device, str) and (device in DEVICES or device.startswith("cuda:"))
+
+
 def check(device: str) -> str:
     """``device`` if this machine has it; a one-line error otherwise."""
-    if device not in DEVICES and not device.startswith("cuda:"):
+    if not _is_device_name(device):
         raise InputError("--device", f"unknown device '{device}' (known: {', '.join(DEVICES)})")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError("--device", f"{device} asked for, but torch sees no GPU")
@@ -26,7 +30,7 @@ def check(device: str) -> str:
 def check_option(method: str, device) -> str:
     """A compression method's ``device`` option, checked for form only (the job that uses it may run
     on another machine, one with the GPU)."""
-    if not isinstance(device, str) or (device not in DEVICES and not device.startswith("cuda:")):
+    if not _is_device_name(device):
         raise InputError("config", f"{method} option device must be cpu or cuda, not {device!r}")
     return device
 

@@ -6,6 +6,8 @@ import importlib
 import os
 from pathlib import Path
 
+import torch
+
 from qabench.errors import InputError
 
 PIP_PREFIX = "pip:"
@@ -49,3 +51,34 @@ def load_pretrained(loader, spec: str, **kwargs):
         if os.path.isdir(target):
             raise InputError(target, f"not a usable checkpoint directory ({str(err).splitlines()[0]})") from None
         raise InputError(spec, offline_hint(spec)) from None
+
+
+def init_embeddings_from(checkpoint: dict, models: list, vocab_size: int) -> str:
+    """Apply a random-init spec's optional ``embeddings`` to ``models``; the words to add to the origin."""
+    spec = checkpoint.get("embeddings")
+    if spec is None:
+        return ""
+    copy_input_embeddings(models, spec, vocab_size)
+    return f", word embeddings from {spec}"
+
+
+def copy_input_embeddings(models: list, spec: str, vocab_size: int) -> None:
+    """Overwrite the word embeddings of randomly initialised ``models`` with those of checkpoint ``spec``.
+
+    Offline there are no T5 or Mamba weights, but the pip MiniLM's 384-d WordPiece embeddings are a
+    far better start for a model that uses the same tokenizer than random vectors. The source must
+    have exactly the tokenizer's vocabulary and the models' width.
+    """
+    from transformers import AutoModel
+
+    source = load_pretrained(AutoModel, spec).get_input_embeddings().weight.detach()
+    for model in models:
+        target = model.get_input_embeddings().weight
+        if source.shape[0] != vocab_size:
+            raise InputError(spec, f"embeddings: it has {source.shape[0]} word vectors but the tokenizer "
+                                   f"{vocab_size} tokens (use the tokenizer that came with it)")
+        if source.shape[1] != target.shape[1]:
+            raise InputError(spec, f"embeddings: its vectors are {source.shape[1]}-d but the model is "
+                                   f"{target.shape[1]} wide (set the width in random_init to {source.shape[1]})")
+        with torch.no_grad():
+            target[:vocab_size].copy_(source)

@@ -19,7 +19,8 @@ def build(checkpoint: str | dict, seed: int, options: dict | None = None):
     """Model and tokenizer for training, plus a short description of where the weights came from.
 
     ``checkpoint`` is a spec string (hub id, directory, ``pip:package``) or
-    ``{"random_init": {config fields}, "tokenizer": spec, "model_type": "bert"}``.
+    ``{"random_init": {config fields}, "tokenizer": spec, "model_type": "bert"}``, optionally with
+    ``"embeddings": spec`` (word embeddings copied from that checkpoint).
     """
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(checkpoint)
@@ -29,6 +30,7 @@ def build(checkpoint: str | dict, seed: int, options: dict | None = None):
         config = AutoConfig.for_model(checkpoint.get("model_type", "bert"), **fields)
         model = AutoModelForQuestionAnswering.from_config(config)
         origin = f"random init ({config.model_type}, {config.num_hidden_layers} layers, hidden {config.hidden_size})"
+        origin += checkpoints.init_embeddings_from(checkpoint, [model], tokenizer.vocab_size)
     else:
         model = checkpoints.load_pretrained(AutoModelForQuestionAnswering, checkpoint)
         origin = checkpoint

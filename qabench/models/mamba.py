@@ -310,7 +310,8 @@ def build(checkpoint: str | dict, seed: int, options: dict | None = None):
     """Model, tokenizer and where the weights came from.
 
     ``checkpoint`` is a spec string (hub id, directory, ``pip:package``) of a Mamba checkpoint, or
-    ``{"random_init": {MambaConfig fields}, "tokenizer": spec}`` (vocab_size from the tokenizer).
+    ``{"random_init": {MambaConfig fields}, "tokenizer": spec}`` (vocab_size from the tokenizer), optionally
+    with ``"embeddings": spec`` (word embeddings of both directions copied from that checkpoint).
     With ``bidirectional`` the backward backbone starts from the same pretrained weights, or from its
     own random init.
     """
@@ -331,6 +332,8 @@ def build(checkpoint: str | dict, seed: int, options: dict | None = None):
         backward = MambaModel(config) if opts["bidirectional"] else None
         origin = f"random init (mamba, {config.num_hidden_layers} layers, hidden {config.hidden_size}"
         origin += ", bidirectional)" if opts["bidirectional"] else ")"
+        origin += checkpoints.init_embeddings_from(checkpoint, [m for m in (forward, backward) if m is not None],
+                                                   len(tokenizer))
     else:
         forward = _load_backbone(checkpoint)
         backward = _load_backbone(checkpoint) if opts["bidirectional"] else None

@@ -71,7 +71,8 @@ def build(checkpoint: str | dict, seed: int, options: dict | None = None):
     """Model, tokenizer and weight origin for training.
 
     ``checkpoint`` is a spec string (``t5-small``, ``google/flan-t5-base``, a directory) or
-    ``{"random_init": {T5Config fields}, "tokenizer": spec}``.
+    ``{"random_init": {T5Config fields}, "tokenizer": spec}``, optionally with ``"embeddings": spec``
+    (word embeddings copied from that checkpoint).
     """
     resolve_options(options)
     torch.manual_seed(seed)
@@ -86,6 +87,7 @@ def build(checkpoint: str | dict, seed: int, options: dict | None = None):
     config = T5Config(**fields)
     model = T5ForConditionalGeneration(config)
     origin = f"random init (t5, {config.num_layers} layers, d_model {config.d_model})"
+    origin += checkpoints.init_embeddings_from(checkpoint, [model], len(tokenizer))
     return model, tokenizer, origin
 
 

@@ -270,7 +270,10 @@ def test_method_families_match_the_modules():
         assert tuple(module.FAMILIES) == families, name
 
 
-OVERLAYS = ("variants-cpu.yaml", "families-cpu.yaml", "gpu.yaml")  # merged over config.yaml, as the README runs them
+# each overlay with the files merged under it, in order, as the README runs them
+OVERLAYS = {"variants-cpu.yaml": ["config.yaml"],
+            "families-cpu.yaml": ["config.yaml", "configs/variants-cpu.yaml"],
+            "gpu.yaml": ["config.yaml"]}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml",
@@ -280,7 +283,9 @@ def test_shipped_configs_validate(name):
 
     loaded = yaml.safe_load((REPO / name).read_text())
     if Path(name).name in OVERLAYS:
-        merged = yaml.safe_load((REPO / "config.yaml").read_text())
+        merged: dict = {}
+        for below in OVERLAYS[Path(name).name]:
+            update_config(merged, yaml.safe_load((REPO / below).read_text()))
         update_config(merged, loaded)
         loaded = merged
     validated = config.validate(loaded, name, base_dir=REPO)

@@ -96,17 +96,28 @@ def add_comparisons(rows: list[dict]) -> list[dict]:
             row["speedup_p50"] = round(base["latency_ms_p50"] / row["latency_ms_p50"], 2)
     for eval_set in {r["eval_set"] for r in rows}:
         subset = [r for r in rows if r["eval_set"] == eval_set and r["family"] != "baseline"]
+        floor = abstain_f1(rows, eval_set)
         for name, (cost, _) in PLOTS.items():
-            front = pareto_front(subset, cost)
+            front = pareto_front(subset, cost, above_f1=floor)
             for r in subset:
                 if r.get(cost) is not None and r.get("f1") is not None:
                     r[f"pareto_{name}"] = r in front
     return rows
 
 
-def pareto_front(rows: list[dict], cost: str) -> list[dict]:
-    """Rows no other row beats on both F1 (higher) and ``cost`` (lower)."""
-    points = [r for r in rows if r.get(cost) is not None and r.get("f1") is not None]
+def abstain_f1(rows: list[dict], eval_set: str) -> float | None:
+    """F1 of always answering "" on ``eval_set``, where the rows have that baseline."""
+    return next((r["f1"] for r in rows if r["eval_set"] == eval_set and r["family"] == "baseline"), None)
+
+
+def pareto_front(rows: list[dict], cost: str, above_f1: float | None = None) -> list[dict]:
+    """Rows no other row beats on both F1 (higher) and ``cost`` (lower).
+
+    ``above_f1``: always-abstain's F1. Abstaining needs no model (no size, no latency), so a model
+    that scores no better is dominated by it and never on the front.
+    """
+    points = [r for r in rows if r.get(cost) is not None and r.get("f1") is not None
+              and (above_f1 is None or r["f1"] > above_f1)]
     return [r for r in points
             if not any(o is not r and o["f1"] >= r["f1"] and o[cost] <= r[cost]
                        and (o["f1"] > r["f1"] or o[cost] < r[cost]) for o in points)]
@@ -129,7 +140,7 @@ def plot_pareto(rows: list[dict], eval_set: str, name: str, out_path: str | Path
         ax.scatter(r[cost], r["f1"], color="tab:blue" if r["variant"] == "base" else "tab:orange", zorder=3)
         ax.annotate(f"{r['model']}/{r['variant']}", (r[cost], r["f1"]), fontsize=7, xytext=(4, 3),
                     textcoords="offset points")
-    front = sorted(pareto_front(points, cost), key=lambda r: r[cost])
+    front = sorted(pareto_front(points, cost, above_f1=abstain_f1(rows, eval_set)), key=lambda r: r[cost])
     if len(front) > 1:
         ax.plot([r[cost] for r in front], [r["f1"] for r in front], color="tab:green", lw=1, label="Pareto front")
         ax.legend(fontsize=8)
@@ -193,9 +204,13 @@ def to_markdown(rows: list[dict], plots: dict[str, list[tuple[str, str]]] | None
     for eval_set in dict.fromkeys(r["eval_set"] for r in rows):
         subset = [r for r in rows if r["eval_set"] == eval_set]
         total = subset[0].get("total")
+        on_front = any(r.get("pareto_latency") for r in subset)
         lines += [f"## {eval_set} ({total} questions)", "",
                   "Each variant is compared with its own base (Δ columns, size and speed ratios); "
-                  "**bold** rows are on the F1-latency Pareto front.", "",
+                  + ("**bold** rows are on the F1-latency Pareto front (a model must beat always-abstain, "
+                     "which needs no model at all)." if on_front else
+                     "no model beats always-abstain's F1 at its own threshold, so none is on the F1-latency "
+                     "Pareto front."), "",
                   "| model | variant | family | EM | F1 | ΔEM | ΔF1 | HasAns F1 | NoAns EM | best F1 (thresh) "
                   "| strict EM | params | trainable | size MB | size vs base | p50 ms | p95 ms | speed-up | q/s "
                   "| peak MB | threshold | init |",

@@ -36,6 +36,17 @@ def test_pareto_front_keeps_only_undominated_points():
     assert front == [a, b]  # c is beaten by b on both; d ties a on F1 but is slower
 
 
+def test_models_no_better_than_always_abstain_are_off_the_front():
+    abstain = {**_row("always-abstain", "base", 50.07, None, None), "family": "baseline"}
+    fast_abstainer, slow_reader = _row("m", "base", 50.07, 5.0, 1), _row("e", "base", 60.0, 40.0, 1)
+    rows = report.add_comparisons([abstain, fast_abstainer, slow_reader])
+    assert not fast_abstainer["pareto_latency"] and slow_reader["pareto_latency"]
+    assert "**e**" in report.to_markdown(rows) and "**m**" not in report.to_markdown(rows)
+    slow_reader["f1"] = 45.0
+    rows = report.add_comparisons([abstain, fast_abstainer, slow_reader])
+    assert "no model beats always-abstain" in report.to_markdown(rows)
+
+
 def test_summary_markdown_shows_deltas_and_plots(tmp_path):
     rows = report.add_comparisons([_row("a", "base", 70.0, 40.0, 80.0), _row("a", "int8", 69.2, 20.0, 20.0)])
     for name in report.PLOTS:

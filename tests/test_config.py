@@ -273,7 +273,8 @@ def test_method_families_match_the_modules():
 # each overlay with the files merged under it, in order, as the README runs them
 OVERLAYS = {"variants-cpu.yaml": ["config.yaml"],
             "families-cpu.yaml": ["config.yaml", "configs/variants-cpu.yaml"],
-            "gpu.yaml": ["config.yaml"]}
+            "gpu.yaml": ["config.yaml"],
+            "minilm-full.yaml": ["config.yaml"]}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml",

@@ -1,7 +1,7 @@
 """Which synthetic negatives teach a model to abstain on real SQuAD 2.0 unanswerable questions?
 
     python benchmarks/negatives_ablation.py --train TRAIN_V1.json.gz --dev DEV_V2.json.gz \
-        [--positives 2000] [--negatives-share 0.5] [--dev-questions 2000] [--threads 2] [--out FILE]
+        [--positives 4000] [--negatives-share 0.25] [--dev-questions 2000] [--threads 2] [--out FILE]
 
 Trains the same model on the same answerable questions once per recipe (no negatives, each kind
 alone, all kinds mixed; every recipe but "none" gets the same number of negatives, a seeded sample

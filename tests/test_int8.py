@@ -189,12 +189,54 @@ def test_bitsandbytes_backend_on_cpu(base_dir, dev):
     assert agree >= 0.75
 
 
+def test_inductor_backend_stores_an_int8_graph_that_answers_like_the_base(base_dir, variants, dev, tmp_path):
+    """The exported program holds int8 weights (and not the float originals beside them), is compiled
+    on load, and answers like the base, through predict's ordinary batched path and at batch 1."""
+    int8.make(base_dir, tmp_path / "inductor", options={"backend": "inductor"}, seed=0)
+    record = json.loads((tmp_path / "inductor" / "training.json").read_text())
+    eager = json.loads((variants["linear"] / "training.json").read_text())
+    assert record["int8_weights"] == eager["int8_weights"] > 0  # every Linear, as in the eager backend
+    program = torch.export.load(tmp_path / "inductor" / int8.PROGRAM_FILE)
+    tensors = list(program.state_dict.values()) + list(program.constants.values())
+    int8_count = sum(t.numel() for t in tensors if t.dtype == torch.int8)
+    float_count = sum(t.numel() for t in tensors if t.is_floating_point())
+    assert int8_count == record["int8_weights"]
+    # what stays float: embeddings, norms, biases and a scale per output row (a tiny model's file is
+    # mostly the archive's own overhead, so this counts tensors rather than bytes)
+    assert float_count < record["params"] - 0.95 * record["int8_weights"]
+    assert not (tmp_path / "inductor" / int8.MODULE_FILE).exists()
+
+    base, tokenizer, settings = load_model(base_dir)
+    reference = predict(base, tokenizer, dev, settings, progress=False)
+    model, tokenizer, settings = load_model(tmp_path / "inductor")
+    assert isinstance(model, int8.CompiledSpanModel) and settings["compression"]["backend"] == "inductor"
+    batched = predict(model, tokenizer, dev, settings, progress=False)
+    one_at_a_time = predict(model, tokenizer, dev[:10], settings, batch_size=1, progress=False)
+    agree = sum(batched.predictions[q] == reference.predictions[q] for q in reference.predictions) / len(dev)
+    assert agree >= 0.8, f"{agree:.2f} of the answers agree with the base"
+    assert sum(one_at_a_time.predictions[e.id] == reference.predictions[e.id] for e in dev[:10]) >= 8
+
+    inputs = tokenizer([e.question for e in dev[:3]], [e.context for e in dev[:3]], truncation="only_second",
+                       max_length=64, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = base(**inputs).start_logits
+        got = model(**inputs).start_logits
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() < 0.1 * expected.abs().max()
+
+
 def test_bad_options_and_inputs_are_refused(variants, tmp_path):
     with pytest.raises(InputError, match="unknown int8 option"):
         int8.resolve_options({"bits": 4})
     with pytest.raises(InputError, match="cpu only"):
         int8.resolve_options({"device": "cuda", "backend": "dynamic"})
     assert int8.resolve_options({"device": "cuda"})["backend"] == "bitsandbytes"
+    with pytest.raises(InputError, match="cpu only"):
+        int8.resolve_options({"device": "cuda", "backend": "inductor"})
+    with pytest.raises(InputError, match="per output row"):
+        int8.resolve_options({"backend": "inductor", "per_channel": False})
+    with pytest.raises(InputError, match="backend must be one of"):
+        int8.resolve_options({"backend": "fp8"})
     with pytest.raises(InputError, match="engine 'tpu'"):
         int8.resolve_options({"engine": "tpu"})
     with pytest.raises(InputError, match="dynamic backend only"):

@@ -76,6 +76,7 @@ def test_summary_has_pinned_columns_and_measured_rows(smoke_run):
     # int8 weights are packed outside model.parameters(): the count is still the model's own
     assert int(dev_rows[("tinybert", "int8")]["params"]) == int(base["params"])
     assert float(dev_rows[("tinybert", "int8")]["size_mb"]) < float(base["size_mb"])
+    assert int(dev_rows[("tinybert", "int8_inductor")]["params"]) == int(base["params"])
     assert int(dev_rows[("tinybert", "pruned")]["params"]) < int(base["params"])
     assert int(dev_rows[("tinybert", "lora")]["trainable_params"]) < int(base["params"]) // 2
     summary = (smoke_run / "results" / "summary.md").read_text()

@@ -1,12 +1,18 @@
 """Post-training int8 quantization of a fine-tuned base model (no training, no data).
 
-Two backends:
+Three backends:
 
 * ``dynamic`` (CPU, the default): torch dynamic quantization. Every ``nn.Linear`` and ``nn.LSTM``
   gets int8 weights (a scale per output row, or one per matrix) and int8 matmuls with activations
   quantized on the fly; optionally the embeddings too (int8 rows with a float scale per row). Works
   on any family, since it only looks at module types (Mamba's ``dt_proj`` and tied weights stay
   float, see ``KEEP_FLOAT`` and ``_targets``).
+* ``inductor`` (CPU, encoders): the same maths (int8 weights with a scale per output row, activations
+  quantized per call) as a graph: the model is exported (``torch.export``), quantized with torchao's
+  x86 Inductor quantizer and compiled by ``torch.compile`` when loaded, which fuses the quantize,
+  int8 matmul (oneDNN, AMX/VNNI where the CPU has them) and dequantize steps that the eager backend
+  runs one call at a time. Stored as an exported program; loading compiles it (tens of seconds,
+  needs a C++ compiler, as any CPU ``torch.compile`` does).
 * ``bitsandbytes`` (meant for CUDA, chosen by ``device: cuda``): every ``nn.Linear`` becomes a
   ``bnb.nn.Linear8bitLt`` (LLM.int8: int8 weights, fp16 outlier columns). Exercised here on CPU
   only (bitsandbytes >= 0.45 runs it there); the CUDA path is untested.
@@ -19,31 +25,37 @@ abstain threshold is the base's: nothing is retrained, so it is not re-tuned.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import warnings
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 from torch import nn
 from transformers import AutoTokenizer
+from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from qabench import models
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
 from qabench.finetune import save_model_dir
-from qabench.predict import load_model, read_settings
+from qabench.predict import DEFAULT_SETTINGS, load_model, read_settings
 
 METHOD = "int8"
 FAMILIES = ("encoder", "t5", "lstm", "mamba")
 DEFAULT_OPTIONS = {
     "device": "cpu",               # where the quantized model runs: cpu or cuda
-    "backend": None,               # dynamic | bitsandbytes; None: dynamic on cpu, bitsandbytes on cuda
+    "backend": None,               # dynamic | inductor | bitsandbytes; None: dynamic on cpu, bitsandbytes on cuda
     "quantize_embeddings": False,  # dynamic backend only: int8 embedding tables too
     "per_channel": True,           # dynamic backend: a scale per output row rather than per matrix
     "engine": None,                # dynamic backend: torch's quantized engine (x86, fbgemm, onednn); None: torch's default
 }
 MODULE_FILE = "int8_model.pt"
+PROGRAM_FILE = "int8_program.pt2"  # the inductor backend's exported program
 FORMAT_VERSION = 1
+BACKENDS = ("dynamic", "inductor", "bitsandbytes")
+CPU_BACKENDS = ("dynamic", "inductor")
 # Modules whose ``.weight`` the model reads directly (Mamba's slow path does ``dt_proj.weight @ x``);
 # a quantized module has no weight tensor, so these stay float.
 KEEP_FLOAT = ("dt_proj",)
@@ -60,10 +72,13 @@ def resolve_options(options: dict | None) -> dict:
         raise InputError("config", f"int8 option device must be cpu or cuda, got {merged['device']!r}")
     if merged["backend"] is None:
         merged["backend"] = "dynamic" if merged["device"] == "cpu" else "bitsandbytes"
-    if merged["backend"] not in ("dynamic", "bitsandbytes"):
-        raise InputError("config", f"int8 option backend must be dynamic or bitsandbytes, got {merged['backend']!r}")
-    if merged["backend"] == "dynamic" and merged["device"] != "cpu":
-        raise InputError("config", "the dynamic int8 backend runs on cpu only (use backend: bitsandbytes on cuda)")
+    if merged["backend"] not in BACKENDS:
+        raise InputError("config", f"int8 option backend must be one of {', '.join(BACKENDS)}, got {merged['backend']!r}")
+    if merged["backend"] in CPU_BACKENDS and merged["device"] != "cpu":
+        raise InputError("config", f"the {merged['backend']} int8 backend runs on cpu only "
+                                   "(use backend: bitsandbytes on cuda)")
+    if merged["backend"] == "inductor" and not merged["per_channel"]:
+        raise InputError("config", "the inductor int8 backend quantizes weights per output row only (per_channel: true)")
     for name in ("quantize_embeddings", "per_channel"):
         if not isinstance(merged[name], bool):
             raise InputError("config", f"int8 option {name} must be true or false, got {merged[name]!r}")
@@ -139,6 +154,118 @@ def quantize_dynamic(model: nn.Module, embeddings: bool = False,
     return quantized.eval(), quantized_weights
 
 
+def _import_torchao() -> None:
+    """torchao, without its warnings about CUDA-only kernels it cannot load on a CPU machine."""
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        import torchao.quantization.pt2e  # noqa: F401
+    except ImportError:
+        raise InputError("config", "the inductor int8 backend needs torchao (pip install torchao)") from None
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+SPAN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class _SpanGraph(nn.Module):
+    """An encoder QA model as tensors in, (start, end) logits out: the function torch.export traces."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return out.start_logits, out.end_logits
+
+
+def _span_inputs(batch: int, length: int, vocab_size: int) -> dict[str, torch.Tensor]:
+    ids = torch.arange(batch * length, dtype=torch.long).reshape(batch, length) % vocab_size
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+
+
+def _drop_unused_tensors(graph_module: nn.Module) -> None:
+    """After conversion the graph reads the int8 copies of the weights; the float originals are still
+    attributes of the module and would be saved with it (the file would grow, not shrink)."""
+    used = {node.target for node in graph_module.graph.nodes if node.op == "get_attr"}
+    for name, _ in [*graph_module.named_parameters(), *graph_module.named_buffers()]:
+        if name not in used:
+            owner_name, _, attribute = name.rpartition(".")
+            delattr(graph_module.get_submodule(owner_name) if owner_name else graph_module, attribute)
+
+
+def quantize_inductor(model: nn.Module) -> tuple[torch.export.ExportedProgram, int]:
+    """The encoder exported with int8 weights (a scale per output row) and activations quantized per
+    call, as torchao's x86 Inductor quantizer lays it out for ``torch.compile``; and how many weights
+    are int8. Dynamic activation scales need no calibration data."""
+    _import_torchao()
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+    config = model.config
+    inputs = _span_inputs(2, 32, config.vocab_size)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    length = torch.export.Dim("length", min=2, max=config.max_position_embeddings)
+    shapes = {name: {0: batch, 1: length} for name in SPAN_INPUTS}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        program = torch.export.export(_SpanGraph(model.eval()), (), inputs, dynamic_shapes=shapes)
+        quantizer = x86.X86InductorQuantizer().set_global(
+            x86.get_default_x86_inductor_quantization_config(is_dynamic=True))
+        prepared = prepare_pt2e(program.module(), quantizer)
+        prepared(**inputs)  # the weight observers see the weights
+        converted = convert_pt2e(prepared)
+        _drop_unused_tensors(converted)
+        program = torch.export.export(converted, (), inputs, dynamic_shapes=shapes)
+    quantized_weights = sum(t.numel() for t in program.state_dict.values() if t.dtype == torch.int8)
+    return program, quantized_weights
+
+
+class CompiledSpanModel(nn.Module):
+    """An exported int8 program compiled by Inductor, called like a QA model (start/end logits out).
+
+    Inputs are padded to a multiple of ``LENGTH_BUCKET`` tokens (the padding masked, the logits cut
+    back): oneDNN builds its int8 kernels for each input shape the first time it sees one, which
+    costs more than the matmul itself, so a few shapes are reused rather than one per length. The
+    model is compiled and every bucket run once when built, so predict and the benchmarks never
+    wait for a compile or a kernel build."""
+
+    LENGTH_BUCKET = 32
+
+    def __init__(self, program: torch.export.ExportedProgram, vocab_size: int, max_length: int):
+        super().__init__()
+        # Freezing lets Inductor pre-pack the int8 weights for oneDNN; without it every call
+        # dequantizes them. It is a process-wide setting (as the engine is for the dynamic backend):
+        # the compile-time option form fails on these graphs in torch 2.13.
+        torch._inductor.config.freezing = True
+        # torch 2.13's oneDNN lowering warns about its own tensor copies at every compile
+        warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning,
+                                module=r"torch\._inductor\.mkldnn_lowerings")
+        # Kept out of the module tree: an exported graph refuses .eval(), which predict calls.
+        self.__dict__["compiled"] = torch.compile(program.module(), dynamic=True)
+        self.max_length = max_length
+        with torch.inference_mode():
+            self(**_span_inputs(2, self.LENGTH_BUCKET, vocab_size))  # torch.compile specializes batch 1 apart
+            for length in range(self.LENGTH_BUCKET, max_length + self.LENGTH_BUCKET, self.LENGTH_BUCKET):
+                self(**_span_inputs(1, min(length, max_length), vocab_size))
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        length = input_ids.shape[1]
+        padded = max(length, min(-(-length // self.LENGTH_BUCKET) * self.LENGTH_BUCKET, self.max_length))
+        if padded > length:
+            input_ids, attention_mask, token_type_ids = (
+                nn.functional.pad(x, (0, padded - length)) for x in (input_ids, attention_mask, token_type_ids))
+        start, end = self.compiled(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return QuestionAnsweringModelOutput(start_logits=start[:, :length], end_logits=end[:, :length])
+
+
 def quantize_bitsandbytes(model: nn.Module, device: str, threshold: float = 6.0) -> tuple[nn.Module, int]:
     """Replace every Linear by an LLM.int8 ``Linear8bitLt``; moving to ``device`` quantizes the weights."""
     try:
@@ -168,15 +295,20 @@ def quantize(model: nn.Module, options: dict) -> tuple[nn.Module, int]:
     if options["backend"] == "dynamic":
         with quantized_engine(options["engine"]):
             return quantize_dynamic(model, options["quantize_embeddings"], options["per_channel"])
+    if options["backend"] == "inductor":
+        return quantize_inductor(model)
     if options["device"] == "cuda" and not torch.cuda.is_available():
         raise InputError("config", "int8 device cuda asked for, but torch sees no GPU")
     return quantize_bitsandbytes(model, options["device"])
 
 
-def save(model: nn.Module, tokenizer, out_dir: str | Path) -> None:
+def save(model: nn.Module | torch.export.ExportedProgram, tokenizer, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT_VERSION, "model": model}, out_dir / MODULE_FILE)
+    if isinstance(model, torch.export.ExportedProgram):
+        torch.export.save(model, out_dir / PROGRAM_FILE)
+    else:
+        torch.save({"format": FORMAT_VERSION, "model": model}, out_dir / MODULE_FILE)
     tokenizer.save_pretrained(out_dir)
 
 
@@ -193,6 +325,9 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     family = base_settings["family"]
     if family not in FAMILIES:
         raise InputError(base_dir, f"int8 does not apply to the {family} family (it applies to {', '.join(FAMILIES)})")
+    if options["backend"] == "inductor" and family != "encoder":
+        raise InputError(base_dir, f"the inductor int8 backend exports encoders only, not the {family} family "
+                                   "(use the dynamic backend)")
     model, tokenizer, _ = load_model(base_dir)
     params = sum(p.numel() for p in model.parameters())
     t0 = time.perf_counter()
@@ -219,9 +354,11 @@ def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
     model's weights are re-packed on load for torch's quantized engine, so this sets the engine the
     model was made with for the whole process (a predict or benchmark process runs one model)."""
     model_dir = Path(model_dir)
+    if (model_dir / PROGRAM_FILE).is_file():
+        return _load_inductor(model_dir, settings.get("max_length", DEFAULT_SETTINGS["max_length"]))
     path = model_dir / MODULE_FILE
     if not path.is_file():
-        raise InputError(model_dir, f"not an int8 model directory (no {MODULE_FILE})")
+        raise InputError(model_dir, f"not an int8 model directory (no {MODULE_FILE} or {PROGRAM_FILE})")
     device = settings.get("compression", {}).get("device", "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError(model_dir, "this int8 model was made for cuda (bitsandbytes), but torch sees no GPU")
@@ -243,3 +380,10 @@ def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
     else:
         tokenizer = models.family(family).load_tokenizer(str(model_dir))
     return payload["model"].eval(), tokenizer
+
+
+def _load_inductor(model_dir: Path, max_length: int) -> tuple[nn.Module, object]:
+    _import_torchao()  # registers the quantize/dequantize ops the program calls
+    program = torch.export.load(model_dir / PROGRAM_FILE)
+    tokenizer = models.family("encoder").load_tokenizer(str(model_dir))
+    return CompiledSpanModel(program, len(tokenizer), max_length).eval(), tokenizer

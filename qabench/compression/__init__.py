@@ -1,6 +1,6 @@
 """Compressed variants of a trained base model. ``variant`` names a module here; each offers
 
-    METHOD: str                       the variant name (pruned, distilled, lora, int8, qlora)
+    METHOD: str                       the variant name (pruned, distilled, lora, int8, qlora, onnx)
     FAMILIES: tuple[str, ...]         the model families it applies to
     make(base_dir, out_dir, *, options, seed, data, state_dir) -> None
         builds the variant from the fine-tuned base in ``base_dir`` (a directory written by
@@ -31,6 +31,7 @@ METHOD_FAMILIES = {
     "lora": ("encoder", "t5", "mamba"),
     "int8": ("encoder", "t5", "lstm", "mamba"),
     "qlora": ("encoder", "t5", "mamba"),
+    "onnx": ("encoder",),
 }
 METHODS = tuple(METHOD_FAMILIES)
 

@@ -40,6 +40,7 @@ from qabench import models
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
 from qabench.finetune import save_model_dir
+from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, load_model, read_settings
 
 METHOD = "int8"
@@ -169,26 +170,6 @@ def _import_torchao() -> None:
             logger.setLevel(level)
 
 
-SPAN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-class _SpanGraph(nn.Module):
-    """An encoder QA model as tensors in, (start, end) logits out: the function torch.export traces."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        return out.start_logits, out.end_logits
-
-
-def _span_inputs(batch: int, length: int, vocab_size: int) -> dict[str, torch.Tensor]:
-    ids = torch.arange(batch * length, dtype=torch.long).reshape(batch, length) % vocab_size
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-
-
 def _drop_unused_tensors(graph_module: nn.Module) -> None:
     """After conversion the graph reads the int8 copies of the weights; the float originals are still
     attributes of the module and would be saved with it (the file would grow, not shrink)."""
@@ -207,14 +188,10 @@ def quantize_inductor(model: nn.Module) -> tuple[torch.export.ExportedProgram, i
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
 
-    config = model.config
-    inputs = _span_inputs(2, 32, config.vocab_size)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    length = torch.export.Dim("length", min=2, max=config.max_position_embeddings)
-    shapes = {name: {0: batch, 1: length} for name in SPAN_INPUTS}
+    inputs, shapes = encoder.export_inputs(model.config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        program = torch.export.export(_SpanGraph(model.eval()), (), inputs, dynamic_shapes=shapes)
+        program = torch.export.export(encoder.SpanFunction(model.eval()), (), inputs, dynamic_shapes=shapes)
         quantizer = x86.X86InductorQuantizer().set_global(
             x86.get_default_x86_inductor_quantization_config(is_dynamic=True))
         prepared = prepare_pt2e(program.module(), quantizer)
@@ -250,9 +227,9 @@ class CompiledSpanModel(nn.Module):
         self.__dict__["compiled"] = torch.compile(program.module(), dynamic=True)
         self.max_length = max_length
         with torch.inference_mode():
-            self(**_span_inputs(2, self.LENGTH_BUCKET, vocab_size))  # torch.compile specializes batch 1 apart
+            self(**encoder.span_inputs(2, self.LENGTH_BUCKET, vocab_size))  # torch.compile specializes batch 1 apart
             for length in range(self.LENGTH_BUCKET, max_length + self.LENGTH_BUCKET, self.LENGTH_BUCKET):
-                self(**_span_inputs(1, min(length, max_length), vocab_size))
+                self(**encoder.span_inputs(1, min(length, max_length), vocab_size))
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         if token_type_ids is None:
@@ -385,5 +362,5 @@ def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
 def _load_inductor(model_dir: Path, max_length: int) -> tuple[nn.Module, object]:
     _import_torchao()  # registers the quantize/dequantize ops the program calls
     program = torch.export.load(model_dir / PROGRAM_FILE)
-    tokenizer = models.family("encoder").load_tokenizer(str(model_dir))
+    tokenizer = encoder.load_tokenizer(str(model_dir))
     return CompiledSpanModel(program, len(tokenizer), max_length).eval(), tokenizer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
 from qabench import checkpoints
@@ -54,3 +55,33 @@ def span_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, to
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
     out = model(**inputs)
     return out.start_logits, out.end_logits
+
+
+SPAN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class SpanFunction(nn.Module):
+    """An encoder QA model as tensors in, (start, end) logits out: the function that torch.export
+    and the ONNX exporter trace."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return out.start_logits, out.end_logits
+
+
+def span_inputs(batch: int, length: int, vocab_size: int) -> dict[str, torch.Tensor]:
+    """Placeholder inputs of one shape (for tracing and warm-up)."""
+    ids = torch.arange(batch * length, dtype=torch.long).reshape(batch, length) % vocab_size
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+
+
+def export_inputs(config) -> tuple[dict[str, torch.Tensor], dict]:
+    """Example inputs for an export and their dynamic shapes: any batch, any length the model's
+    position table allows (the example's batch of 2 keeps the batch dimension from being fixed at 1)."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    length = torch.export.Dim("length", min=2, max=config.max_position_embeddings)
+    return span_inputs(2, 32, config.vocab_size), {name: {0: batch, 1: length} for name in SPAN_INPUTS}

@@ -67,6 +67,8 @@ def test_bad_options_and_inputs_are_refused(exported, tmp_path):
         onnx_variant.resolve_options({"opset": 17})
     with pytest.raises(InputError, match="quantize must be true or false"):
         onnx_variant.resolve_options({"quantize": "yes"})
+    with pytest.raises(InputError, match="per_channel must be true or false"):
+        onnx_variant.resolve_options({"per_channel": 1})
     with pytest.raises(InputError, match="held-out or training questions"):
         onnx_variant.make(exported / "base", tmp_path / "no-data", options={}, seed=0)
     with pytest.raises(InputError, match="not a onnx variant|base model, not"):

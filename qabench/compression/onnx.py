@@ -32,6 +32,7 @@ METHOD = "onnx"
 FAMILIES = ("encoder",)
 DEFAULT_OPTIONS = {
     "quantize": False,        # int8 MatMul weights (ONNX Runtime dynamic quantization)
+    "per_channel": True,      # with quantize: a weight scale per output column rather than per matrix
     "parity_questions": 64,   # held-out questions the export is checked on
 }
 MODEL_FILE = "model.onnx"
@@ -46,8 +47,9 @@ def resolve_options(options: dict | None) -> dict:
     if unknown:
         raise InputError("config", f"unknown onnx option(s) {unknown} (known: {', '.join(DEFAULT_OPTIONS)})")
     merged = {**DEFAULT_OPTIONS, **options}
-    if not isinstance(merged["quantize"], bool):
-        raise InputError("config", f"onnx option quantize must be true or false, got {merged['quantize']!r}")
+    for name in ("quantize", "per_channel"):
+        if not isinstance(merged[name], bool):
+            raise InputError("config", f"onnx option {name} must be true or false, got {merged[name]!r}")
     if not isinstance(merged["parity_questions"], int) or merged["parity_questions"] < 1:
         raise InputError("config", f"onnx option parity_questions must be a positive integer, "
                                    f"got {merged['parity_questions']!r}")
@@ -104,14 +106,15 @@ def export(model: nn.Module, path: Path) -> None:
             logger.setLevel(level)
 
 
-def quantize_int8(path: Path) -> None:
+def quantize_int8(path: Path, per_channel: bool) -> None:
     """Replace the float32 file at ``path`` by its dynamic-int8 form (int8 weights of every MatMul)."""
     _import_onnxruntime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     float_path = path.with_suffix(".float.onnx")
     path.rename(float_path)
-    quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                     per_channel=per_channel)
     float_path.unlink()
 
 
@@ -162,7 +165,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
         t0 = time.perf_counter()
         export(model, tmp / MODEL_FILE)
         if options["quantize"]:
-            quantize_int8(tmp / MODEL_FILE)
+            quantize_int8(tmp / MODEL_FILE, options["per_channel"])
         record["export_wall_s"] = round(time.perf_counter() - t0, 2)
         record["parity"] = parity(model, OnnxSpanModel(tmp / MODEL_FILE, torch.get_num_threads()), tokenizer,
                                   base_settings, checked)

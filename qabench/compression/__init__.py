@@ -23,6 +23,7 @@ from types import ModuleType
 import pandas as pd
 
 from qabench.data import Example
+from qabench.errors import InputError
 
 # which families each method applies to (each module's FAMILIES must agree; a test checks it)
 METHOD_FAMILIES = {
@@ -41,6 +42,16 @@ class TrainingData:
     features: pd.DataFrame            # the model's tokenized training windows (as for the base)
     examples: list[Example]           # the examples they came from
     holdout: list[Example] = field(default_factory=list)  # held-out training articles, for the threshold
+
+
+def with_defaults(method: str, options: dict | None, defaults: dict) -> dict:
+    """A method's ``options`` over its ``defaults``; the config's ``method`` key is dropped, and an
+    unknown key is an error (a misspelt option would otherwise silently do nothing)."""
+    options = {k: v for k, v in (options or {}).items() if k != "method"}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise InputError("config", f"unknown {method} option(s) {unknown} (known: {', '.join(defaults)})")
+    return {**defaults, **options}
 
 
 def method(name: str) -> ModuleType:

@@ -27,6 +27,7 @@ from qabench.errors import InputError
 from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, load_model
 from qabench.train import TrainSettings, span_loss, train
+from qabench.compression import with_defaults
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,7 @@ def student_from_teacher(teacher: PreTrainedModel, layers: list[int]) -> PreTrai
 
 def resolve_options(options: dict, teacher_layers: int) -> dict:
     """Defaults filled in and checked; unknown keys are an error (a typo would silently do nothing)."""
-    options = {k: v for k, v in options.items() if k != "method"}
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise InputError("distilled options", f"unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    resolved = {**DEFAULTS, **options}
+    resolved = with_defaults(METHOD, options, DEFAULTS)
     if resolved["student_layers"] is None:
         resolved["student_layers"] = max(1, teacher_layers // 2)
     if not resolved["student_checkpoint"] and not 1 <= resolved["student_layers"] < teacher_layers:

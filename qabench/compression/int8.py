@@ -25,7 +25,6 @@ abstain threshold is the base's: nothing is retrained, so it is not re-tuned.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 import warnings
 from pathlib import Path
@@ -42,6 +41,7 @@ from qabench.errors import InputError
 from qabench.finetune import save_model_dir
 from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, load_model, read_settings
+from qabench.compression import with_defaults
 
 METHOD = "int8"
 FAMILIES = ("encoder", "t5", "lstm", "mamba")
@@ -64,11 +64,7 @@ KEEP_FLOAT = ("dt_proj",)
 
 def resolve_options(options: dict | None) -> dict:
     """Defaults filled in and checked; ``method`` (the config's) is accepted and dropped."""
-    options = {k: v for k, v in (options or {}).items() if k != "method"}
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise InputError("config", f"unknown int8 option(s) {unknown} (known: {', '.join(DEFAULT_OPTIONS)})")
-    merged = {**DEFAULT_OPTIONS, **options}
+    merged = with_defaults(METHOD, options, DEFAULT_OPTIONS)
     if merged["device"] not in ("cpu", "cuda"):
         raise InputError("config", f"int8 option device must be cpu or cuda, got {merged['device']!r}")
     if merged["backend"] is None:
@@ -156,18 +152,10 @@ def quantize_dynamic(model: nn.Module, embeddings: bool = False,
 
 
 def _import_torchao() -> None:
-    """torchao, without its warnings about CUDA-only kernels it cannot load on a CPU machine."""
-    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
     try:
         import torchao.quantization.pt2e  # noqa: F401
     except ImportError:
         raise InputError("config", "the inductor int8 backend needs torchao (pip install torchao)") from None
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
 
 
 def _drop_unused_tensors(graph_module: nn.Module) -> None:

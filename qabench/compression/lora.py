@@ -33,6 +33,7 @@ from qabench.errors import InputError
 from qabench.io import read_json
 from qabench.predict import DEFAULT_SETTINGS, read_settings
 from qabench.train import TrainSettings, train
+from qabench.compression import with_defaults
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,7 @@ PREDICT_BATCH_SIZE = 64
 
 def resolve_options(options: dict | None, family: str, method: str = METHOD, extra: dict | None = None) -> dict:
     """``options`` over the defaults (``method`` dropped), checked; ``target_modules`` filled per family."""
-    defaults = {**DEFAULT_OPTIONS, **(extra or {})}
-    options = {k: v for k, v in (options or {}).items() if k != "method"}
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise InputError("config", f"unknown {method} option(s) {unknown} (known: {', '.join(defaults)})")
-    merged = {**defaults, **options}
+    merged = with_defaults(method, options, {**DEFAULT_OPTIONS, **(extra or {})})
     if not isinstance(merged["rank"], int) or isinstance(merged["rank"], bool) or merged["rank"] < 1:
         raise InputError("config", f"{method} option rank must be a positive integer, not {merged['rank']!r}")
     if not isinstance(merged["alpha"], (int, float)) or merged["alpha"] <= 0:

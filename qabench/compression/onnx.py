@@ -27,6 +27,7 @@ from qabench.features import WindowSpec, tokenize_examples
 from qabench.finetune import save_model_dir
 from qabench.models import encoder
 from qabench.predict import load_model, predict, read_settings
+from qabench.compression import with_defaults
 
 METHOD = "onnx"
 FAMILIES = ("encoder",)
@@ -42,11 +43,7 @@ FLOAT_LOGIT_TOLERANCE = 1e-3
 
 
 def resolve_options(options: dict | None) -> dict:
-    options = {k: v for k, v in (options or {}).items() if k != "method"}
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise InputError("config", f"unknown onnx option(s) {unknown} (known: {', '.join(DEFAULT_OPTIONS)})")
-    merged = {**DEFAULT_OPTIONS, **options}
+    merged = with_defaults(METHOD, options, DEFAULT_OPTIONS)
     for name in ("quantize", "per_channel"):
         if not isinstance(merged[name], bool):
             raise InputError("config", f"onnx option {name} must be true or false, got {merged[name]!r}")

@@ -41,6 +41,7 @@ from qabench.errors import InputError
 from qabench.finetune import add_threshold, parameter_counts, save_model_dir
 from qabench.models import encoder
 from qabench.predict import load_model, read_settings
+from qabench.compression import with_defaults
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,7 @@ PREDICT_BATCH_SIZE = 64
 
 def resolve_options(options: dict | None) -> dict:
     """Defaults filled in and checked; ``method`` (the config's) is accepted and dropped."""
-    options = {k: v for k, v in (options or {}).items() if k != "method"}
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise InputError("config", f"unknown pruned option(s) {unknown} (known: {', '.join(DEFAULT_OPTIONS)})")
-    merged = {**DEFAULT_OPTIONS, **options}
+    merged = with_defaults(METHOD, options, DEFAULT_OPTIONS)
     ratio = merged["target_encoder_ratio"]
     if not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
         raise InputError("config", f"pruned option target_encoder_ratio must be in (0, 1), got {ratio!r}")

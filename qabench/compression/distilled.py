@@ -22,12 +22,11 @@ from transformers import AutoModelForQuestionAnswering, PreTrainedModel
 
 from qabench import devices, finetune
 from qabench.batching import pad_batch
-from qabench.compression import TrainingData
+from qabench.compression import TrainingData, with_defaults
 from qabench.errors import InputError
 from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, load_model
 from qabench.train import TrainSettings, span_loss, train
-from qabench.compression import with_defaults
 
 log = logging.getLogger(__name__)
 

@@ -36,12 +36,12 @@ from transformers import AutoTokenizer
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from qabench import models
+from qabench.compression import with_defaults
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
 from qabench.finetune import save_model_dir
 from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, load_model, read_settings
-from qabench.compression import with_defaults
 
 METHOD = "int8"
 FAMILIES = ("encoder", "t5", "lstm", "mamba")

@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from qabench import devices, finetune, models
+from qabench.compression import with_defaults
 from qabench.errors import InputError
 from qabench.io import read_json
 from qabench.predict import DEFAULT_SETTINGS, read_settings
 from qabench.train import TrainSettings, train
-from qabench.compression import with_defaults
 
 log = logging.getLogger(__name__)
 

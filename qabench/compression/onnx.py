@@ -21,13 +21,13 @@ from torch import nn
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from qabench.batching import pad_batch
+from qabench.compression import with_defaults
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
 from qabench.features import WindowSpec, tokenize_examples
 from qabench.finetune import save_model_dir
 from qabench.models import encoder
 from qabench.predict import load_model, predict, read_settings
-from qabench.compression import with_defaults
 
 METHOD = "onnx"
 FAMILIES = ("encoder",)

@@ -37,11 +37,11 @@ from transformers.pytorch_utils import prune_linear_layer
 
 from qabench import devices, train
 from qabench.batching import sorted_batches
+from qabench.compression import with_defaults
 from qabench.errors import InputError
 from qabench.finetune import add_threshold, parameter_counts, save_model_dir
 from qabench.models import encoder
 from qabench.predict import load_model, read_settings
-from qabench.compression import with_defaults
 
 log = logging.getLogger(__name__)
 

@@ -72,7 +72,7 @@ class OnnxSpanModel(nn.Module):
         options.inter_op_num_threads = 1
         # spinning threads would keep the cores busy between calls and skew side-by-side timings
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.__dict__["session"] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):

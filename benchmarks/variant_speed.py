@@ -17,7 +17,6 @@ compilation alone as well as with the eager base.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time

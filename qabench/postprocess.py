@@ -69,3 +69,20 @@ def answer_question(context: str, windows: list[dict], n_best: int = 20, max_ans
 def decide(answer: Answer, threshold: float) -> str:
     """The prediction: the span, or "" when the no-answer margin exceeds the threshold."""
     return "" if answer.na_prob > threshold else answer.text
+
+
+def threshold_for_abstain_share(na_probs, share: float) -> float:
+    """The threshold that abstains on ``share`` of the questions: those with the highest na_prob.
+
+    For a set whose share of unanswerable questions is known (SQuAD 2.0 dev: 50%) but whose
+    labels are not used. Ties at the threshold are all answered, so it may abstain on fewer.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"abstain share must be between 0 and 1, got {share}")
+    values = np.sort(np.asarray(list(na_probs), dtype=np.float64))
+    if len(values) == 0:
+        raise ValueError("no questions to choose an abstain threshold from")
+    abstain = int(round(share * len(values)))
+    if abstain == len(values):
+        return float(np.nextafter(values[0], -np.inf))
+    return float(values[len(values) - abstain - 1])

@@ -78,12 +78,29 @@ def window_logits(model, span_logits, features, pad_id: int, batch_size: int, pr
 
 
 def predict(model, tokenizer, examples: list[Example], settings: dict, batch_size: int = 64,
-            threshold: float | None = None, precision: str = "fp32", progress: bool = True) -> PredictionResult:
-    """Tokenize into windows, run the model length-sorted, and pick the best answer per question."""
+            threshold: float | None = None, precision: str = "fp32", progress: bool = True,
+            abstain_share: float | None = None) -> PredictionResult:
+    """Tokenize into windows, run the model length-sorted, and pick the best answer per question.
+
+    The abstain threshold is ``threshold``, else the model's own (chosen on held-out training
+    articles); with ``abstain_share`` it is the one that abstains on that share of ``examples``.
+    """
     model_family = models.family(settings.get("family", "encoder"))
-    if not hasattr(model_family, "span_logits"):
-        return model_family.predict(model, tokenizer, examples, settings, batch_size=batch_size, threshold=threshold,
-                                    precision=precision, progress=progress)
+    if hasattr(model_family, "span_logits"):
+        result = _predict_spans(model, model_family, tokenizer, examples, settings, batch_size, threshold, precision,
+                                progress)
+    else:
+        result = model_family.predict(model, tokenizer, examples, settings, batch_size=batch_size,
+                                      threshold=threshold, precision=precision, progress=progress)
+    if abstain_share is None:
+        return result
+    share_threshold = postprocess.threshold_for_abstain_share(result.na_probs.values(), abstain_share)
+    return PredictionResult({qid: postprocess.decide(answer, share_threshold) for qid, answer in result.answers.items()},
+                            result.na_probs, result.answers, share_threshold, result.stats)
+
+
+def _predict_spans(model, model_family, tokenizer, examples: list[Example], settings: dict, batch_size: int,
+                   threshold: float | None, precision: str, progress: bool) -> PredictionResult:
     threshold = settings["null_threshold"] if threshold is None else threshold
     spec = WindowSpec(settings["max_length"], settings["stride"], settings["max_question_tokens"])
     t0 = time.perf_counter()

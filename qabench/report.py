@@ -75,7 +75,7 @@ def measured_row(entry: dict) -> dict:
         if machine else None,
         threshold=decision["threshold"], threshold_source=settings.get("threshold_source"),
         init=settings.get("origin"), train_questions=training.get("data", {}).get("questions"),
-        train_wall_s=training.get("wall_s_this_run"),
+        train_wall_s=training.get("wall_s", training.get("wall_s_this_run")),
     )
     return row
 

@@ -106,10 +106,11 @@ def _linear_schedule(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _save_state(state_dir: Path, model, optimizer, scheduler, step: int, rank_rng: list | None = None) -> None:
+def _save_state(state_dir: Path, model, optimizer, scheduler, step: int, rank_rng: list | None = None,
+                wall_s: float = 0.0) -> None:
     state = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "step": step, "torch_rng": torch.get_rng_state(),
+        "step": step, "torch_rng": torch.get_rng_state(), "wall_s": wall_s,
     }
     if rank_rng is not None:
         state["rank_rng"] = rank_rng
@@ -193,6 +194,7 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
     scheduler = _linear_schedule(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
 
     step = 0
+    wall_before = 0.0  # training time of earlier runs, up to the checkpoint this one resumes from
     checkpoint = state_dir / "checkpoint.pt"
     loss_log = state_dir / "loss.jsonl"
     if checkpoint.is_file():
@@ -206,6 +208,7 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
         elif rank == 0:  # the other ranks of a run resumed on another process count keep fresh streams
             torch.set_rng_state(state["torch_rng"])
         step = state["step"]
+        wall_before = state.get("wall_s", 0.0)
         log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint)
         if rank == 0 and loss_log.is_file():  # drop entries logged after the checkpoint
             kept = [l for l in loss_log.read_text().splitlines() if json.loads(l)["step"] <= step]
@@ -249,24 +252,26 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
             bar.update(1)
             if step % settings.log_every_steps == 0 or step == total_steps:
                 entry = {"step": step, "epoch": round(step / batches_per_epoch, 4), "loss": float(np.mean(running)),
-                         "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - t0, 2)}
+                         "lr": scheduler.get_last_lr()[0],
+                         "elapsed_s": round(wall_before + time.perf_counter() - t0, 2)}
                 if log_file is not None:
                     log_file.write(json.dumps(entry) + "\n")
                     log_file.flush()
                 bar.set_postfix(loss=f"{entry['loss']:.3f}")
                 running = []
             if step % settings.save_every_steps == 0 and step < total_steps:
+                wall_s = wall_before + time.perf_counter() - t0
                 if world == 1:
-                    _save_state(state_dir, model, optimizer, scheduler, step)
+                    _save_state(state_dir, model, optimizer, scheduler, step, wall_s=wall_s)
                 else:
                     rank_rng = _gather_rng_states(device, world)
                     if rank == 0:
-                        _save_state(state_dir, model, optimizer, scheduler, step, rank_rng)
+                        _save_state(state_dir, model, optimizer, scheduler, step, rank_rng, wall_s=wall_s)
     bar.close()
     model.eval()
     wall = time.perf_counter() - t0
     return {"steps": total_steps, "windows": len(features), "epochs": settings.epochs, "processes": world,
-            "wall_s_this_run": round(wall, 1), "tokens_this_run": tokens_seen,
+            "wall_s": round(wall_before + wall, 1), "wall_s_this_run": round(wall, 1), "tokens_this_run": tokens_seen,
             "tokens_per_s": round(tokens_seen / wall, 1) if wall > 0 else None}
 
 

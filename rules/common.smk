@@ -67,6 +67,11 @@ def eval_set_file(eval_set):
     return f"results/data/raw/{DATA['eval_sets'][eval_set]['source']}.json.gz"
 
 
+def abstain_share_flag(eval_set):
+    share = DATA["eval_sets"][eval_set].get("abstain_share")
+    return "" if share is None else f"--abstain-share {share}"
+
+
 def summary_rows(wildcards):
     rows = [
         {

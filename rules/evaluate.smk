@@ -11,6 +11,7 @@ rule predict:
         batch_size=config["predict"]["batch_size"],
         precision=config["predict"]["precision"],
         device=config["predict"]["device"],
+        decision=lambda wc: abstain_share_flag(wc.eval_set),
     threads: config["threads"]["predict"]
     log:
         "logs/predict/{model}/{variant}/{eval_set}.log",
@@ -21,7 +22,7 @@ rule predict:
     shell:
         "python -m workflow_scripts.predict --model {input.model} --data {input.examples} "
         "--out-dir {params.out_dir} --batch-size {params.batch_size} --precision {params.precision} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        "--device {params.device} {params.decision} --threads {threads} > {log} 2>&1"
 
 
 rule evaluate:

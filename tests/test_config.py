@@ -291,3 +291,10 @@ def test_shipped_configs_validate(name):
         loaded = merged
     validated = config.validate(loaded, name, base_dir=REPO)
     assert validated["models"]
+
+
+def test_eval_set_abstain_share_is_a_fraction(smoke):
+    smoke["data"]["eval_sets"]["dev"]["abstain_share"] = 0.5
+    config.validate(copy.deepcopy(smoke))
+    smoke["data"]["eval_sets"]["dev"]["abstain_share"] = 50
+    assert "data.eval_sets.dev.abstain_share" in _error(smoke)

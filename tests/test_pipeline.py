@@ -147,6 +147,47 @@ def test_predict_cli_never_abstaining_is_deterministic_and_spans_are_context_tex
         assert predictions[example.id] and predictions[example.id] in example.context
 
 
+def test_predict_cli_abstain_share_abstains_on_that_share_and_says_so(smoke_run, tmp_path):
+    model = smoke_run / "results" / "models" / "tinybert" / "base"
+    data = REPO / "tests" / "data" / "dev-tiny.json.gz"
+    subprocess.run([sys.executable, "-m", "workflow_scripts.predict", "--model", str(model), "--data", str(data),
+                    "--out-dir", str(tmp_path), "--threads", "1", "--abstain-share", "0.25"],
+                   check=True, capture_output=True, cwd=REPO)
+    predictions = json.loads((tmp_path / "predictions.json").read_text())
+    na_probs = json.loads((tmp_path / "na_probs.json").read_text())
+    decision = json.loads((tmp_path / "decision.json").read_text())
+    abstained = {q for q, answer in predictions.items() if answer == ""}
+    assert len(abstained) == round(0.25 * len(predictions))
+    assert min(na_probs[q] for q in abstained) > max(na_probs[q] for q in predictions if q not in abstained)
+    assert "share of 0.25" in decision["threshold_rule"]
+
+
+def test_predict_cli_refuses_an_abstain_share_above_one(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "workflow_scripts.predict", "--model", "nowhere", "--data",
+                             "nothing.json", "--out-dir", str(tmp_path / "out"), "--abstain-share", "50"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == ["error: --abstain-share: must be between 0 and 1, got 50.0"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_eval_set_abstain_share_reaches_predict(tmp_path):
+    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    smoke["data"]["eval_sets"]["dev"]["abstain_share"] = 0.5
+    overlay = tmp_path / "share.yaml"
+    overlay.write_text(yaml.safe_dump({"data": {"eval_sets": smoke["data"]["eval_sets"]}}))
+    command = [*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n", "-p",
+               "--configfile", str(REPO / "configs" / "smoke.yaml"), str(overlay), "--",
+               "results/predictions/tinybert/base/dev/predictions.json",
+               "results/predictions/tinybert/base/seen/predictions.json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PATH": path_without_this_venv()})
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if "workflow_scripts.predict" in line]
+    assert len(commands) == 2
+    assert sum("--abstain-share 0.5" in line for line in commands) == 1
+
+
 def test_workflow_lints_clean():
     result = subprocess.run([*SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

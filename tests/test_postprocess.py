@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from qabench.features import NOT_CONTEXT
-from qabench.postprocess import NO_SPAN_SCORE, Answer, answer_question, best_spans_in_window, decide
+from qabench.postprocess import (NO_SPAN_SCORE, Answer, answer_question, best_spans_in_window, decide,
+                                  threshold_for_abstain_share)
 
 # Non-ASCII letters, a double space, a no-break space, an em dash and CJK characters.
 CONTEXT = "Zoë  Saldaña\u00a0lives in Zürich — café 北京."
@@ -167,3 +168,27 @@ def test_decide_threshold_boundary():
     assert decide(negative, -2.0) == "café"
     assert decide(negative, -2.5) == ""
     assert decide(negative, 0.0) == "café"
+
+
+def _abstentions(na_probs, share):
+    threshold = threshold_for_abstain_share(na_probs, share)
+    return sorted(v for v in na_probs if decide(Answer("x", 0.0, v), threshold) == "")
+
+
+def test_abstain_share_abstains_on_the_highest_na_probs():
+    na_probs = [3.0, -1.0, 2.0, 5.0, 0.5]
+    assert _abstentions(na_probs, 0.4) == [3.0, 5.0]
+    assert _abstentions(na_probs, 0.5) == [3.0, 5.0]  # 2.5 questions round to 2
+    assert _abstentions(na_probs, 0.0) == []
+    assert _abstentions(na_probs, 1.0) == sorted(na_probs)
+
+
+def test_abstain_share_answers_ties_at_the_threshold():
+    assert _abstentions([1.0, 2.0, 2.0, 2.0], 0.5) == []
+    assert _abstentions([1.0, 2.0, 2.0, 3.0], 0.5) == [3.0]
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_abstain_share_outside_zero_one_is_refused(share):
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        threshold_for_abstain_share([0.0, 1.0], share)

@@ -43,8 +43,8 @@ def test_interrupted_training_resumes_to_identical_weights(features, tmp_path, m
     original_save = train_module._save_state
     saves = []
 
-    def save_then_die(state_dir, model, optimizer, scheduler, step):
-        original_save(state_dir, model, optimizer, scheduler, step)
+    def save_then_die(state_dir, model, optimizer, scheduler, step, **kwargs):
+        original_save(state_dir, model, optimizer, scheduler, step, **kwargs)
         saves.append(step)
         if len(saves) == 2:
             raise Interrupted
@@ -56,7 +56,8 @@ def test_interrupted_training_resumes_to_identical_weights(features, tmp_path, m
     monkeypatch.setattr(train_module, "_save_state", original_save)
 
     model, tokenizer = _fresh_model()  # a new process would start from the initial weights
-    train(model, features, _loss(model, tokenizer, features), SETTINGS, tmp_path / "resumed", progress=False)
+    resumed = train(model, features, _loss(model, tokenizer, features), SETTINGS, tmp_path / "resumed", progress=False)
+    assert resumed["wall_s"] > resumed["wall_s_this_run"]  # counts the time before the interruption too
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, reference[name]), name
 

@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["implementation"] = implementation
     if args.training and Path(args.training).is_file():
         training = json.loads(Path(args.training).read_text())
-        result.update(trainable_params=training.get("trainable_params"), train_wall_s=training.get("wall_s_this_run"))
+        result.update(trainable_params=training.get("trainable_params"),
+                      train_wall_s=training.get("wall_s", training.get("wall_s_this_run")))
         if training.get("params") and training["params"] != result["params"]:
             # int8 and 4-bit weights are packed outside model.parameters(); the method that made the
             # variant recorded the count the model's maths uses, and zeros cannot be counted in packed form

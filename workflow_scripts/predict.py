@@ -1,10 +1,10 @@
 """Answer every question of a SQuAD-format file (or examples table) with a QA checkpoint.
 
     python workflow_scripts/predict.py --model MODEL_DIR --data FILE.json[.gz]|EXAMPLES.parquet \
-        --out-dir DIR [--batch-size 64] [--threshold T] [--precision fp32|bf16] [--threads N]
+        --out-dir DIR [--batch-size 64] [--threshold T | --abstain-share S] [--precision fp32|bf16] [--threads N]
 
 Writes DIR/predictions.json ({id: answer}, "" to abstain), DIR/na_probs.json ({id: null score
-minus best span score}) and DIR/decision.json (the threshold used and timing).
+minus best span score}) and DIR/decision.json (the threshold used, how it was chosen, and timing).
 """
 
 from __future__ import annotations
@@ -16,9 +16,17 @@ from typing import Sequence
 
 from qabench import cli
 from qabench.data import read_examples
-from qabench.errors import run_cli
+from qabench.errors import InputError, run_cli
 from qabench.io import write_json
 from qabench.predict import load_model, predict
+
+
+def threshold_rule(args: argparse.Namespace, settings: dict) -> str:
+    if args.abstain_share is not None:
+        return f"abstain on a share of {args.abstain_share:g} of these questions (highest na_prob)"
+    if args.threshold is not None:
+        return "given on the command line"
+    return f"the model's: {settings.get('threshold_source', 'default')}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,20 +35,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True)
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threshold", type=float, help="abstain when na_prob exceeds this (default: the model's)")
+    decision = parser.add_mutually_exclusive_group()
+    decision.add_argument("--threshold", type=float, help="abstain when na_prob exceeds this (default: the model's)")
+    decision.add_argument("--abstain-share", type=float, metavar="S",
+                          help="abstain on this share (0-1) of the questions, those with the highest na_prob "
+                               "(for a set whose share of unanswerable questions is known)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (int8 and qlora variants keep their own)")
     args = parser.parse_args(argv)
+    if args.abstain_share is not None and not 0.0 <= args.abstain_share <= 1.0:
+        raise InputError("--abstain-share", f"must be between 0 and 1, got {args.abstain_share}")
     cli.setup(args.threads)
     examples = read_examples(args.data)
     model, tokenizer, settings = load_model(args.model, args.device)
     result = predict(model, tokenizer, examples, settings, batch_size=args.batch_size,
-                     threshold=args.threshold, precision=args.precision)
+                     threshold=args.threshold, precision=args.precision, abstain_share=args.abstain_share)
     out = Path(args.out_dir)
     write_json(out / "predictions.json", result.predictions)
     write_json(out / "na_probs.json", result.na_probs)
-    write_json(out / "decision.json", {"threshold": result.threshold, "model": args.model, **result.stats})
+    write_json(out / "decision.json", {"threshold": result.threshold, "threshold_rule": threshold_rule(args, settings),
+                                       "model": args.model, **result.stats})
     logging.info("%d questions, %.1f questions/s, %d abstentions", len(examples), result.stats["questions_per_s"],
                  sum(1 for v in result.predictions.values() if v == ""))
     return 0

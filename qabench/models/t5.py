@@ -26,7 +26,7 @@ from qabench.data import Example
 from qabench.errors import InputError
 from qabench.features import WindowSpec, truncate_questions
 from qabench.metrics import normalize_answer
-from qabench.postprocess import NO_SPAN_SCORE, Answer
+from qabench.postprocess import NO_SPAN_SCORE, Answer, decide
 from qabench.predict import PredictionResult
 
 FAMILY = "t5"
@@ -347,7 +347,7 @@ def predict(model, tokenizer, examples: list[Example], settings: dict, batch_siz
         span_score, text, null_score = best[index]
         answer = Answer(text, float(span_score), float(null_score))
         answers[example.id] = answer
-        predictions[example.id] = "" if answer.na_prob > threshold else text
+        predictions[example.id] = decide(answer, threshold)
         na_probs[example.id] = answer.na_prob
     t3 = time.perf_counter()
     stats = {

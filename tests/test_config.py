@@ -274,7 +274,8 @@ def test_method_families_match_the_modules():
 OVERLAYS = {"variants-cpu.yaml": ["config.yaml"],
             "families-cpu.yaml": ["config.yaml", "configs/variants-cpu.yaml"],
             "gpu.yaml": ["config.yaml"],
-            "minilm-full.yaml": ["config.yaml"]}
+            "minilm-full.yaml": ["config.yaml"],
+            "abstain-share.yaml": ["config.yaml"]}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml",

@@ -163,8 +163,8 @@ def test_interrupted_recovery_resumes_to_the_same_model(base_dir, variant_dir, d
 
     original_save = train_module._save_state
 
-    def save_then_die(*args):
-        original_save(*args)
+    def save_then_die(*args, **kwargs):
+        original_save(*args, **kwargs)
         raise Interrupted
 
     options = {**OPTIONS, "train": {**OPTIONS["train"], "save_every_steps": 5}}

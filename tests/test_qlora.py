@@ -136,8 +136,8 @@ def test_interrupted_training_resumes_to_identical_adapters(tmp_path, data, monk
 
     original_save = train_module._save_state
 
-    def save_then_die(state_dir, model, optimizer, scheduler, step):
-        original_save(state_dir, model, optimizer, scheduler, step)
+    def save_then_die(state_dir, model, optimizer, scheduler, step, **kwargs):
+        original_save(state_dir, model, optimizer, scheduler, step, **kwargs)
         raise Interrupted
 
     monkeypatch.setattr(train_module, "_save_state", save_then_die)

@@ -10,7 +10,8 @@ from qabench import train as train_module
 from qabench.data import load_squad
 from qabench.features import WindowSpec, tokenize_examples
 from qabench.models import encoder
-from qabench.train import TrainSettings, span_batch_loss, train
+from qabench.batching import TRAINING_WIDTH_MULTIPLE, pad_batch, training_width
+from qabench.train import TrainSettings, span_batch_loss, span_loss, train
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,26 @@ def test_loss_goes_down_on_a_tiny_set(features, tmp_path):
     train(model, features, _loss(model, tokenizer, features), settings, tmp_path, progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "loss.jsonl").read_text().splitlines()]
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
+
+
+def test_padding_a_batch_wider_does_not_change_its_loss(features):
+    model, tokenizer = _fresh_model()
+    model.eval()
+    rows = list(range(8))
+    ids = [features["input_ids"].iloc[i] for i in rows]
+    types = [features["token_type_ids"].iloc[i] for i in rows]
+    starts = torch.tensor(features["start_position"].to_numpy()[rows])
+    ends = torch.tensor(features["end_position"].to_numpy()[rows])
+    losses = []
+    with torch.no_grad():
+        for extra in (0, 8, 24):
+            inputs = pad_batch(ids, types, tokenizer.pad_token_id, max(len(x) for x in ids) + extra)
+            losses.append(float(span_loss(*encoder.span_logits(model, inputs), starts, ends, inputs["attention_mask"])))
+    assert losses[1] == pytest.approx(losses[0], abs=1e-5) and losses[2] == pytest.approx(losses[0], abs=1e-5)
+
+
+@pytest.mark.parametrize(("lengths", "longest", "width"), [([33, 20], 384, 64), ([64], 384, 64), ([1], 384, 32),
+                                                           ([90, 7], 100, 96), ([97, 7], 100, 100)])
+def test_training_width_rounds_up_to_the_multiple_but_not_past_the_longest_window(lengths, longest, width):
+    assert TRAINING_WIDTH_MULTIPLE == 32
+    assert training_width(lengths, longest) == width

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForQuestionAnswering, PreTrainedModel
 
 from qabench import devices, finetune
-from qabench.batching import pad_batch
+from qabench.batching import pad_batch, training_width
 from qabench.compression import TrainingData, with_defaults
 from qabench.errors import InputError
 from qabench.models import encoder
@@ -66,12 +66,14 @@ def distill_batch_loss(student, teacher, span_logits: Callable, features, pad_id
     types = features["token_type_ids"].tolist()
     starts = torch.tensor(features["start_position"].to_numpy(), dtype=torch.long)
     ends = torch.tensor(features["end_position"].to_numpy(), dtype=torch.long)
+    longest = max(len(x) for x in ids)
 
     def batch_loss(batch: np.ndarray) -> tuple[torch.Tensor, int]:
-        inputs = pad_batch([ids[i] for i in batch], [types[i] for i in batch], pad_id)
+        width = training_width((len(ids[i]) for i in batch), longest)
+        inputs = pad_batch([ids[i] for i in batch], [types[i] for i in batch], pad_id, width)
         tokens = int(inputs["attention_mask"].sum())
         start, end = span_logits(student, inputs)
-        hard = span_loss(start, end, starts[batch], ends[batch])
+        hard = span_loss(start, end, starts[batch], ends[batch], inputs["attention_mask"])
         if alpha == 0:
             return hard, tokens
         with torch.no_grad():

@@ -56,9 +56,14 @@ def test_interrupted_training_resumes_to_identical_weights(features, tmp_path, m
         train(model, features, _loss(model, tokenizer, features), SETTINGS, tmp_path / "resumed", progress=False)
     monkeypatch.setattr(train_module, "_save_state", original_save)
 
+    checkpoint = tmp_path / "resumed" / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["wall_s"] > 0
+    state["wall_s"] = 1000.0  # as if the interrupted run had trained for 1000 s: easy to tell apart
+    torch.save(state, checkpoint)
     model, tokenizer = _fresh_model()  # a new process would start from the initial weights
     resumed = train(model, features, _loss(model, tokenizer, features), SETTINGS, tmp_path / "resumed", progress=False)
-    assert resumed["wall_s"] > resumed["wall_s_this_run"]  # counts the time before the interruption too
+    assert resumed["wall_s"] == pytest.approx(1000.0 + resumed["wall_s_this_run"], abs=0.1)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, reference[name]), name
 

@@ -34,8 +34,7 @@ TRAINING_WIDTH_MULTIPLE = 32
 def training_width(lengths, longest: int) -> int:
     """A training batch's width: its longest row rounded up to TRAINING_WIDTH_MULTIPLE, but never past
     ``longest`` (the training set's longest window, so never past what the model was built for)."""
-    width = max(lengths)
-    return min(-(-width // TRAINING_WIDTH_MULTIPLE) * TRAINING_WIDTH_MULTIPLE, max(longest, width))
+    return min(-(-max(lengths) // TRAINING_WIDTH_MULTIPLE) * TRAINING_WIDTH_MULTIPLE, longest)
 
 
 def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:

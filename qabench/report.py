@@ -52,6 +52,11 @@ def _read(path: str | Path | None) -> dict:
     return json.loads(Path(path).read_text()) if path and Path(path).is_file() else {}
 
 
+def training_wall_s(training: dict) -> float | None:
+    """Training time across resumes; records written before it was kept have this run's only."""
+    return training.get("wall_s", training.get("wall_s_this_run"))
+
+
 def measured_row(entry: dict) -> dict:
     scores = _read(entry["metrics"])
     decision = _read(entry["decision"])
@@ -75,7 +80,7 @@ def measured_row(entry: dict) -> dict:
         if machine else None,
         threshold=decision["threshold"], threshold_source=settings.get("threshold_source"),
         init=settings.get("origin"), train_questions=training.get("data", {}).get("questions"),
-        train_wall_s=training.get("wall_s", training.get("wall_s_this_run")),
+        train_wall_s=training_wall_s(training),
     )
     return row
 

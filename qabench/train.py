@@ -232,6 +232,9 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
     model.train()
     t0 = time.perf_counter()
+
+    def trained_s() -> float:  # this run's time plus the earlier runs' up to the checkpoint
+        return wall_before + time.perf_counter() - t0
     tokens_seen = 0
     running = []
     epoch_batches: dict[int, list[np.ndarray]] = {}
@@ -260,25 +263,24 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
             if step % settings.log_every_steps == 0 or step == total_steps:
                 entry = {"step": step, "epoch": round(step / batches_per_epoch, 4), "loss": float(np.mean(running)),
                          "lr": scheduler.get_last_lr()[0],
-                         "elapsed_s": round(wall_before + time.perf_counter() - t0, 2)}
+                         "elapsed_s": round(trained_s(), 2)}
                 if log_file is not None:
                     log_file.write(json.dumps(entry) + "\n")
                     log_file.flush()
                 bar.set_postfix(loss=f"{entry['loss']:.3f}")
                 running = []
             if step % settings.save_every_steps == 0 and step < total_steps:
-                wall_s = wall_before + time.perf_counter() - t0
                 if world == 1:
-                    _save_state(state_dir, model, optimizer, scheduler, step, wall_s=wall_s)
+                    _save_state(state_dir, model, optimizer, scheduler, step, wall_s=trained_s())
                 else:
                     rank_rng = _gather_rng_states(device, world)
                     if rank == 0:
-                        _save_state(state_dir, model, optimizer, scheduler, step, rank_rng, wall_s=wall_s)
+                        _save_state(state_dir, model, optimizer, scheduler, step, rank_rng, wall_s=trained_s())
     bar.close()
     model.eval()
     wall = time.perf_counter() - t0
     return {"steps": total_steps, "windows": len(features), "epochs": settings.epochs, "processes": world,
-            "wall_s": round(wall_before + wall, 1), "wall_s_this_run": round(wall, 1), "tokens_this_run": tokens_seen,
+            "wall_s": round(trained_s(), 1), "wall_s_this_run": round(wall, 1), "tokens_this_run": tokens_seen,
             "tokens_per_s": round(tokens_seen / wall, 1) if wall > 0 else None}
 
 

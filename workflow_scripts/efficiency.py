@@ -20,6 +20,7 @@ from qabench.data import read_examples
 from qabench.errors import run_cli
 from qabench.io import write_json
 from qabench.predict import load_model
+from qabench.report import training_wall_s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.training and Path(args.training).is_file():
         training = json.loads(Path(args.training).read_text())
         result.update(trainable_params=training.get("trainable_params"),
-                      train_wall_s=training.get("wall_s", training.get("wall_s_this_run")))
+                      train_wall_s=training_wall_s(training))
         if training.get("params") and training["params"] != result["params"]:
             # int8 and 4-bit weights are packed outside model.parameters(); the method that made the
             # variant recorded the count the model's maths uses, and zeros cannot be counted in packed form

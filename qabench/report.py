@@ -78,7 +78,8 @@ def measured_row(entry: dict) -> dict:
                f"{machine.get('threads', '?')} threads, "
                f"torch {machine.get('torch', '?')}" + (f", {cost['implementation']}" if cost.get("implementation") else "")
         if machine else None,
-        threshold=decision["threshold"], threshold_source=settings.get("threshold_source"),
+        threshold=decision["threshold"],
+        threshold_source=decision.get("threshold_rule", settings.get("threshold_source")),
         init=settings.get("origin"), train_questions=training.get("data", {}).get("questions"),
         train_wall_s=training_wall_s(training),
     )

@@ -26,7 +26,7 @@ def threshold_rule(args: argparse.Namespace, settings: dict) -> str:
         return f"abstain on a share of {args.abstain_share:g} of these questions (highest na_prob)"
     if args.threshold is not None:
         return "given on the command line"
-    return f"the model's: {settings.get('threshold_source', 'default')}"
+    return settings.get("threshold_source", "the default, 0")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

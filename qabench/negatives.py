@@ -1,6 +1,6 @@
 """Synthetic unanswerable questions for training sets that have none (e.g. SQuAD v1 files).
 
-Three kinds, each labelled unanswerable:
+Six kinds, each labelled unanswerable. Three change the paragraph or bring in a foreign word:
 - ``other_paragraph``: the question paired with another paragraph of its article that holds
   none of its answers (easy: the topic usually shifts).
 - ``sentence_removed``: the question's own paragraph with the sentence(s) holding the answer
@@ -8,6 +8,15 @@ Three kinds, each labelled unanswerable:
 - ``entity_swap``: the question with one name or number that occurs in the paragraph replaced
   by one from another article, so the paragraph no longer answers it (the kind of edit
   SQuAD 2.0's annotators made most often).
+
+Three rewrite the question with words of its own paragraph only, after the edits SQuAD 2.0's
+annotators made (Rajpurkar et al. 2018: entity swap, antonym, negation), so that no word the
+paragraph lacks gives them away:
+- ``paragraph_entity_swap``: a name or number of the question replaced by another of the same
+  paragraph that is not in the answer's sentence.
+- ``antonym``: a word of the question replaced by its opposite (``first`` -> ``last``), when the
+  answer's sentence does not hold the opposite.
+- ``negation``: ``not`` inserted after the question's auxiliary verb (``When was not ...``).
 """
 
 from __future__ import annotations
@@ -20,9 +29,30 @@ import numpy as np
 
 from qabench.data import Example
 
-KINDS = ("other_paragraph", "sentence_removed", "entity_swap")
+# new kinds go last: each kind's random stream is seeded by its position
+KINDS = ("other_paragraph", "sentence_removed", "entity_swap", "paragraph_entity_swap", "antonym", "negation")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _SWAPPABLE = re.compile(r"\b(?:[A-Z][a-zA-Z\-]+|\d[\d,.]*\d|\d)\b")
+_AUXILIARY = re.compile(r"\b(?:is|was|are|were|do|does|did|can|could|will|would|has|have|had|should|may|might)\b",
+                        re.IGNORECASE)
+_NEGATED = re.compile(r"\b(?:not|never|no)\b|n't\b", re.IGNORECASE)
+_OPPOSITE_PAIRS = """first last; earliest latest; early late; before after; largest smallest; larger smaller;
+    biggest smallest; most least; more fewer; highest lowest; higher lower; high low; maximum minimum;
+    longest shortest; longer shorter; oldest youngest; older younger; best worst; better worse;
+    north south; northern southern; east west; eastern western; increase decrease; increased decreased;
+    won lost; win lose; above below; upper lower; inside outside; internal external; import export;
+    imports exports; began ended; start end; started ended; opened closed; rise fall; rose fell;
+    positive negative; public private; male female; ancient modern; top bottom; success failure;
+    successful unsuccessful; legal illegal; accepted rejected; supported opposed; strongest weakest;
+    strong weak; richest poorest; common rare; heaviest lightest; hottest coldest; warmest coolest;
+    wettest driest; fastest slowest; deepest shallowest; popular unpopular; allowed banned;
+    entered left; joined left; arrived departed; born died; birth death; gained lost; added removed"""
+_OPPOSITES = {}
+for _pair in _OPPOSITE_PAIRS.split(";"):
+    _a, _b = _pair.split()
+    _OPPOSITES.setdefault(_a, _b)
+    _OPPOSITES.setdefault(_b, _a)
+_OPPOSABLE = re.compile(r"\b(?:" + "|".join(sorted(_OPPOSITES, key=len, reverse=True)) + r")\b", re.IGNORECASE)
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -81,6 +111,66 @@ def entity_swap(example: Example, pool: dict[bool, list[str]], rng: np.random.Ge
     return None
 
 
+def _answer_sentence(example: Example) -> str:
+    """The sentence(s) of the context that hold the first answer."""
+    start = example.answer_starts[0]
+    end = start + len(example.answer_texts[0])
+    return "".join(example.context[s:e] for s, e in sentence_spans(example.context) if s < end and e > start)
+
+
+def _inner_names(text: str) -> set[str]:
+    """Names and numbers of ``text``, less capitalised words that only start a sentence ("The")."""
+    out = set()
+    for match in _SWAPPABLE.finditer(text):
+        before = text[: match.start()].rstrip()
+        if match.group()[0].isdigit() or (before and before[-1] not in ".!?\"'("):
+            out.add(match.group())
+    return out
+
+
+def paragraph_entity_swap(example: Example, rng: np.random.Generator) -> Example | None:
+    """Replace a name or number the question shares with the paragraph by another of the paragraph,
+    of the same sort (number for number), that neither the question nor the answer's sentence holds."""
+    names = _inner_names(example.context)
+    matches = [m for m in _SWAPPABLE.finditer(example.question) if m.start() > 0 and m.group() in names]
+    if not matches:
+        return None
+    target = matches[rng.integers(len(matches))]
+    evidence = _answer_sentence(example)
+    numeric = target.group()[0].isdigit()
+    options = sorted(w for w in names if w[0].isdigit() == numeric and w not in example.question
+                     and w not in evidence and not any(w in a for a in example.answer_texts))
+    if not options:
+        return None
+    word = options[rng.integers(len(options))]
+    question = example.question[: target.start()] + word + example.question[target.end():]
+    return _negative(example, "paragraph_entity_swap", question=question)
+
+
+def antonym(example: Example, rng: np.random.Generator) -> Example | None:
+    """Replace a word of the question by its opposite, unless the answer's sentence holds the opposite."""
+    evidence = _answer_sentence(example).lower()
+    matches = [m for m in _OPPOSABLE.finditer(example.question)
+               if not re.search(rf"\b{_OPPOSITES[m.group().lower()]}\b", evidence)]
+    if not matches:
+        return None
+    target = matches[rng.integers(len(matches))]
+    word = _OPPOSITES[target.group().lower()]
+    if target.group()[0].isupper():
+        word = word.capitalize()
+    question = example.question[: target.start()] + word + example.question[target.end():]
+    return _negative(example, "antonym", question=question)
+
+
+def negation(example: Example) -> Example | None:
+    """Insert ``not`` after the question's first auxiliary verb, if the question has no negation."""
+    match = _AUXILIARY.search(example.question)
+    if match is None or _NEGATED.search(example.question):
+        return None
+    question = example.question[: match.end()] + " not" + example.question[match.end():]
+    return _negative(example, "negation", question=question)
+
+
 def _swap_pool(examples: list[Example]) -> dict[bool, list[str]]:
     words = {m.group() for e in examples for m in _SWAPPABLE.finditer(e.question) if m.start() > 0}
     ordered = sorted(words)
@@ -116,8 +206,14 @@ def add_negatives(examples: list[Example], fractions: dict[str, float], seed: in
                 neg = sentence_removed(e)
             elif kind == "other_paragraph":
                 neg = other_paragraph(e, list(paragraphs_by_title[e.title].items()), rng)
-            else:
+            elif kind == "entity_swap":
                 neg = entity_swap(e, pool, rng)
+            elif kind == "paragraph_entity_swap":
+                neg = paragraph_entity_swap(e, rng)
+            elif kind == "antonym":
+                neg = antonym(e, rng)
+            else:
+                neg = negation(e)
             if neg is not None:
                 negatives.append(neg)
     return examples + negatives

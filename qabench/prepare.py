@@ -31,12 +31,15 @@ def subset(examples: list[Example], max_questions: int | None, seed: int) -> lis
 
 def prepare(examples: list[Example], *, max_questions: int | None = None, holdout_articles: int = 0,
             holdout_questions: int | None = None, negatives: dict[str, float] | None = None,
-            seed: int = 13) -> tuple[list[Example], list[Example]]:
-    """(train, holdout) tables: both get the same synthetic-negative recipe."""
+            holdout_negatives: dict[str, float] | None = None, seed: int = 13) -> tuple[list[Example], list[Example]]:
+    """(train, holdout) tables; the holdout gets ``holdout_negatives`` (default: ``negatives``)."""
     train, holdout = split_articles(examples, holdout_articles, seed)
     train = subset(train, max_questions, seed)
     holdout = subset(holdout, holdout_questions, seed)
+    if holdout_negatives is None:
+        holdout_negatives = negatives
     if negatives:
         train = add_negatives(train, negatives, seed, pool_source=train)
-        holdout = add_negatives(holdout, negatives, seed + 1, pool_source=holdout) if holdout else holdout
+    if holdout_negatives and holdout:
+        holdout = add_negatives(holdout, holdout_negatives, seed + 1, pool_source=holdout)
     return train, holdout

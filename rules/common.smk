@@ -26,6 +26,8 @@ def train_prepare_args(wildcards):
     if train.get("holdout_questions"):
         args.append(f"--holdout-questions {train['holdout_questions']}")
     args += [f"--negative {kind}={fraction}" for kind, fraction in sorted(train.get("negatives", {}).items())]
+    args += [f"--holdout-negative {kind}={fraction}"
+             for kind, fraction in sorted(train.get("holdout_negatives", {}).items())]
     return " ".join(args)
 
 

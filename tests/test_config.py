@@ -129,6 +129,15 @@ def test_named_train_set_replaces_only_its_keys(smoke):
     assert cfg["models"]["tinyt5"]["train_set"] == "default"
 
 
+def test_holdout_negatives_are_checked_like_negatives(smoke):
+    smoke["data"]["train_sets"]["own"] = {"holdout_negatives": {"negation": 0.5, "antonym": 1.0}}
+    assert config.train_set(config.validate(copy.deepcopy(smoke)), "own")["holdout_negatives"] == {
+        "negation": 0.5, "antonym": 1.0}
+    smoke["data"]["train_sets"]["own"]["holdout_negatives"]["shuffle"] = 0.5
+    message = _error(smoke)
+    assert "data.train_sets.own.holdout_negatives" in message and "'shuffle'" in message
+
+
 def test_unknown_train_set(smoke):
     smoke["models"]["tinybert"]["train_set"] = "full"
     message = _error(smoke)

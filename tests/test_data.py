@@ -268,6 +268,25 @@ def test_cli_good_run_with_holdout_and_negatives(tmp_path):
     assert train.loc[train["origin"] != "original", "is_impossible"].all()
 
 
+def test_cli_holdout_gets_its_own_negatives(tmp_path):
+    common = ("--squad", TRAIN_TINY, "--holdout-articles", "1", "--negative", "other_paragraph=0.5", "--seed", "3")
+    proc = _run(*common, "--out", tmp_path / "train.parquet", "--holdout-out", tmp_path / "holdout.parquet",
+                "--holdout-negative", "negation=1", "--holdout-negative", "antonym=1")
+    assert proc.returncode == 0, proc.stderr
+    assert set(pd.read_parquet(tmp_path / "holdout.parquet")["origin"]) == {"original", "neg_negation", "neg_antonym"}
+    proc = _run(*common, "--out", tmp_path / "same.parquet", "--holdout-out", tmp_path / "same-holdout.parquet")
+    assert proc.returncode == 0, proc.stderr
+    assert pd.read_parquet(tmp_path / "train.parquet").equals(pd.read_parquet(tmp_path / "same.parquet"))
+    assert set(pd.read_parquet(tmp_path / "same-holdout.parquet")["origin"]) == {"original", "neg_other_paragraph"}
+
+
+def test_cli_unknown_holdout_negative_kind(tmp_path):
+    proc = _run("--squad", TRAIN_TINY, "--out", tmp_path / "x.parquet", "--holdout-out", tmp_path / "h.parquet",
+                "--holdout-articles", "1", "--holdout-negative", "negation")
+    _assert_one_line_error(proc, "--holdout-negative", "'negation' is not KIND=FRACTION")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_unknown_negative_kind(tmp_path):
     proc = _run("--squad", TRAIN_TINY, "--out", tmp_path / "x.parquet", "--negative", "shuffle=0.5")
     _assert_one_line_error(proc, "--negative", "unknown kind 'shuffle'")

@@ -10,7 +10,8 @@ import pytest
 
 from qabench.data import Example, load_squad
 from qabench.negatives import (
-    KINDS, _SWAPPABLE, add_negatives, entity_swap, other_paragraph, sentence_removed, sentence_spans,
+    KINDS, _SWAPPABLE, add_negatives, antonym, entity_swap, negation, other_paragraph, paragraph_entity_swap,
+    sentence_removed, sentence_spans,
 )
 from qabench.prepare import prepare, split_articles, subset
 
@@ -209,6 +210,79 @@ def test_entity_swap_on_real_data(train):
         _check_swap(by_id[neg.id.removesuffix("-neg-entity_swap")], neg)
 
 
+# ---------------------------------------------------------------- question-side kinds
+
+LIGHTHOUSE = ("The lighthouse at Port Ellis was built by Samuel Reed in 1852. It was rebuilt in 1901 after a storm. "
+              "Anna Vale kept the light until 1930, when Thomas Grey took over.")
+
+
+def test_paragraph_entity_swap_by_hand():
+    example = _example(LIGHTHOUSE, "Samuel Reed", "Who built the lighthouse at Port Ellis in 1852?")
+    seen = set()
+    for seed in range(60):
+        neg = paragraph_entity_swap(example, np.random.default_rng(seed))
+        assert neg is not None and neg.is_impossible and neg.context == example.context
+        assert neg.origin == "neg_paragraph_entity_swap" and neg.id == "q-neg-paragraph_entity_swap"
+        seen.add(neg.question)
+    # "1852", "Port" and "Ellis" are in the answer's sentence: they can go but not come in; "It",
+    # "The" and "Anna" only start sentences; "Samuel" and "Reed" are the answer; numbers replace numbers
+    assert seen == {
+        f"Who built the lighthouse at {a} {b} in {c}?"
+        for a, b, c in [("Vale", "Ellis", "1852"), ("Thomas", "Ellis", "1852"),
+                        ("Grey", "Ellis", "1852"), ("Port", "Vale", "1852"),
+                        ("Port", "Thomas", "1852"), ("Port", "Grey", "1852"), ("Port", "Ellis", "1901"),
+                        ("Port", "Ellis", "1930")]}
+
+
+def test_paragraph_entity_swap_needs_a_name_of_the_paragraph():
+    example = _example(LIGHTHOUSE, "Samuel Reed", "who built the lighthouse?")
+    assert paragraph_entity_swap(example, np.random.default_rng(0)) is None
+
+
+@pytest.mark.parametrize("question, answer, expected", [
+    ("Who kept the light first?", "Anna Vale", "Who kept the light last?"),
+    ("When was the Northern tower rebuilt?", "1901", "When was the Southern tower rebuilt?"),
+    # the answer's sentence holds the opposite: the flipped question could still be answered there
+    ("What happened after the storm?", "rebuilt", None),
+    ("Who built the lighthouse?", "Samuel Reed", None),
+])
+def test_antonym_by_hand(question, answer, expected):
+    context = LIGHTHOUSE.replace("It was rebuilt", "Before the storm it was rebuilt") + " The Northern tower fell."
+    neg = antonym(_example(context, answer, question), np.random.default_rng(0))
+    assert (neg.question if neg else None) == expected
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("Who was the keeper in 1930?", "Who was not the keeper in 1930?"),
+    ("In what year did Reed build it?", "In what year did not Reed build it?"),
+    ("Who never kept the light?", None),
+    ("Which keeper wasn't paid?", None),
+    ("Who kept the light?", None),
+])
+def test_negation_by_hand(question, expected):
+    neg = negation(_example(LIGHTHOUSE, "Anna Vale", question))
+    assert (neg.question if neg else None) == expected
+
+
+@pytest.mark.parametrize("kind", ["paragraph_entity_swap", "antonym", "negation"])
+def test_question_side_kinds_on_real_data(train, kind):
+    negatives = add_negatives(train, {kind: 1.0}, seed=5)[len(train):]
+    assert len(negatives) > 5
+    by_id = {e.id: e for e in train}
+    for neg in negatives:
+        original = by_id[neg.id.removesuffix(f"-neg-{kind}")]
+        assert neg.context == original.context and neg.question != original.question
+        assert neg.origin == f"neg_{kind}" and neg.is_impossible and not neg.answer_texts
+
+
+def test_new_kinds_leave_the_earlier_kinds_unchanged(train):
+    """Each kind draws from its own seeded stream, so adding kinds keeps an older recipe's negatives."""
+    alone = add_negatives(train, FRACTIONS, seed=9)
+    together = add_negatives(train, {**FRACTIONS, "negation": 0.5, "antonym": 0.5}, seed=9)
+    assert together[: len(alone)] == alone
+    assert {e.origin for e in together[len(alone):]} == {"neg_negation", "neg_antonym"}
+
+
 # ---------------------------------------------------------------- add_negatives
 
 FRACTIONS = {"sentence_removed": 0.3, "entity_swap": 0.3, "other_paragraph": 0.2}
@@ -224,7 +298,7 @@ def test_add_negatives_is_deterministic_and_labelled(train):
     added = first[len(train):]
     assert added
     assert all(e.is_impossible and e.answer_texts == [] and e.answer_starts == [] for e in added)
-    assert {e.origin for e in added} == {f"neg_{k}" for k in KINDS}
+    assert {e.origin for e in added} == {f"neg_{k}" for k in FRACTIONS}
     ids = [e.id for e in first]
     assert len(ids) == len(set(ids))
 
@@ -272,6 +346,16 @@ def test_prepare_holds_out_whole_articles(train):
     assert any(e.origin != "original" for e in held) and any(e.origin != "original" for e in tr)
     # seeded
     assert prepare(train, holdout_articles=1, negatives=FRACTIONS, seed=7) == (tr, held)
+
+
+def test_prepare_gives_the_holdout_its_own_negatives(train):
+    tr, held = prepare(train, holdout_articles=1, negatives=FRACTIONS, holdout_negatives={"negation": 1.0}, seed=7)
+    assert {e.origin for e in held} == {"original", "neg_negation"}
+    assert (tr, [e for e in held if e.origin == "original"]) == (
+        prepare(train, holdout_articles=1, negatives=FRACTIONS, seed=7)[0],
+        [e for e in prepare(train, holdout_articles=1, seed=7)[1]])
+    _, no_negatives = prepare(train, holdout_articles=1, negatives=FRACTIONS, holdout_negatives={}, seed=7)
+    assert {e.origin for e in no_negatives} == {"original"}
 
 
 def test_prepare_subsets_are_seeded_and_in_file_order(train):

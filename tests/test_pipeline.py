@@ -117,6 +117,8 @@ def test_a_model_trains_on_its_own_training_set(smoke_run):
     small, default = prepared("lstm_small"), prepared("default")
     assert (small["origin"] == "original").sum() == 30 < (default["origin"] == "original").sum()
     assert set(small["origin"]) == {"original", "neg_other_paragraph"}  # its negatives replace data.train's
+    small_holdout = pd.read_parquet(smoke_run / "results" / "data" / "train" / "lstm_small" / "holdout.parquet")
+    assert set(small_holdout["origin"]) == {"original", "neg_negation", "neg_antonym"}  # its holdout_negatives
     assert trained_questions("tinylstm")["questions"] == len(small)
     assert trained_questions("tinybert")["questions"] == len(default)
 

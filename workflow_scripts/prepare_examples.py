@@ -2,7 +2,9 @@
 
     python workflow_scripts/prepare_examples.py --squad FILE.json[.gz] --out EXAMPLES.parquet \
         [--holdout-out HOLDOUT.parquet --holdout-articles N [--holdout-questions N]] \
-        [--max-questions N] [--negative KIND=FRACTION ...] [--seed S]
+        [--max-questions N] [--negative KIND=FRACTION ...] [--holdout-negative KIND=FRACTION ...] [--seed S]
+
+The held-out set gets the --negative recipe unless --holdout-negative gives it its own.
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ from qabench.negatives import KINDS
 from qabench.prepare import prepare
 
 
-def parse_negative(value: str) -> tuple[str, float]:
-    kind, _, fraction = value.partition("=")
-    if kind not in KINDS:
-        raise InputError("--negative", f"unknown kind '{kind}' (known: {', '.join(KINDS)})")
-    try:
-        return kind, float(fraction)
-    except ValueError:
-        raise InputError("--negative", f"'{value}' is not KIND=FRACTION") from None
+def parse_negatives(values: list[str], option: str) -> dict[str, float]:
+    recipe = {}
+    for value in values:
+        kind, _, fraction = value.partition("=")
+        if kind not in KINDS:
+            raise InputError(option, f"unknown kind '{kind}' (known: {', '.join(KINDS)})")
+        try:
+            recipe[kind] = float(fraction)
+        except ValueError:
+            raise InputError(option, f"'{value}' is not KIND=FRACTION") from None
+    return recipe
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--holdout-questions", type=int)
     parser.add_argument("--max-questions", type=int)
     parser.add_argument("--negative", action="append", default=[], help="KIND=FRACTION of answerable questions")
+    parser.add_argument("--holdout-negative", action="append", default=[],
+                        help="KIND=FRACTION for the held-out set only (default: the --negative recipe)")
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args(argv)
     cli.setup()
@@ -48,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         train, holdout = prepare(examples, max_questions=args.max_questions, holdout_articles=args.holdout_articles,
                                  holdout_questions=args.holdout_questions,
-                                 negatives=dict(parse_negative(n) for n in args.negative), seed=args.seed)
+                                 negatives=parse_negatives(args.negative, "--negative"),
+                                 holdout_negatives=parse_negatives(args.holdout_negative, "--holdout-negative")
+                                 if args.holdout_negative else None, seed=args.seed)
     except ValueError as err:
         raise InputError(args.squad, str(err)) from None
     write_parquet(args.out, examples_to_frame(train))

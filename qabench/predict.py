@@ -64,7 +64,7 @@ def window_logits(model, span_logits, features, pad_id: int, batch_size: int, pr
     ids = features["input_ids"].tolist()
     types = features["token_type_ids"].tolist()
     out: list = [None] * len(features)
-    autocast = torch.autocast(devices.model_device(model).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = devices.autocast(devices.model_device(model).type, precision)
     model.eval()
     with torch.inference_mode(), autocast:
         for batch in tqdm(sorted_batches(lengths, batch_size), desc="predict", unit="batch",

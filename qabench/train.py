@@ -35,7 +35,7 @@ class TrainSettings:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 13
-    precision: str = "fp32"  # or "bf16" (autocast; fast on CPUs with AMX and on GPUs)
+    precision: str = "fp32"  # or "bf16" (autocast; fast on GPUs and CPUs with AVX-512/AMX), or "auto" (bf16 where fast)
     save_every_steps: int = 200
     log_every_steps: int = 20
 
@@ -229,7 +229,10 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
             for tensor in model.state_dict().values():
                 dist.broadcast(tensor, 0)
 
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+    precision = devices.resolve_precision(settings.precision, device.type)
+    if settings.precision != precision:
+        log.info("precision %s: %s on this %s", settings.precision, precision, device.type)
+    autocast = devices.autocast(device.type, precision)
     model.train()
     t0 = time.perf_counter()
 
@@ -280,6 +283,7 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
     model.eval()
     wall = time.perf_counter() - t0
     return {"steps": total_steps, "windows": len(features), "epochs": settings.epochs, "processes": world,
+            "precision": precision,
             "wall_s": round(trained_s(), 1), "wall_s_this_run": round(wall, 1), "tokens_this_run": tokens_seen,
             "tokens_per_s": round(tokens_seen / wall, 1) if wall > 0 else None}
 

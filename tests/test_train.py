@@ -1,12 +1,15 @@
 """Training: an interrupted run resumes from its checkpoint and ends with the same weights."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 from conftest import TINY_MODEL, TINY_TRAIN
+from qabench import devices
 from qabench import train as train_module
+from qabench.errors import InputError
 from qabench.data import load_squad
 from qabench.features import WindowSpec, tokenize_examples
 from qabench.models import encoder
@@ -100,3 +103,29 @@ def test_padding_a_batch_wider_does_not_change_its_loss(features):
 def test_training_width_rounds_up_to_the_multiple_but_not_past_the_longest_window(lengths, longest, width):
     assert TRAINING_WIDTH_MULTIPLE == 32
     assert training_width(lengths, longest) == width
+
+
+@pytest.mark.parametrize("fast_bf16, chosen", [(False, "fp32"), (True, "bf16")])
+def test_auto_precision_trains_in_bf16_only_where_it_is_fast(features, tmp_path, monkeypatch, fast_bf16, chosen):
+    monkeypatch.setattr(devices, "native_bf16", lambda device_type: fast_bf16)
+    settings = TrainSettings(epochs=1, batch_size=8, learning_rate=1e-3, save_every_steps=1000, seed=3)
+    runs = {}
+    for precision in ("auto", chosen, "fp32" if chosen == "bf16" else "bf16"):
+        model, tokenizer = _fresh_model()
+        stats = train(model, features, _loss(model, tokenizer, features), replace(settings, precision=precision),
+                      tmp_path / precision, progress=False)
+        runs[precision] = (stats["precision"], model.state_dict())
+    assert runs["auto"][0] == chosen
+    other = next(p for p in runs if p not in ("auto", chosen))
+    for name, tensor in runs["auto"][1].items():
+        assert torch.equal(tensor, runs[chosen][1][name]), name
+    assert any(not torch.equal(t, runs[other][1][n]) for n, t in runs["auto"][1].items())
+
+
+def test_bf16_where_it_is_emulated_warns(monkeypatch, caplog):
+    monkeypatch.setattr(devices, "native_bf16", lambda device_type: False)
+    with caplog.at_level("WARNING"):
+        assert devices.resolve_precision("bf16", "cpu") == "bf16"
+    assert "10x slower" in caplog.text and "precision: auto" in caplog.text
+    with pytest.raises(InputError, match="unknown precision 'fp16'"):
+        devices.resolve_precision("fp16", "cpu")

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=100, help="fixed seeded sample of the eval set")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--precision", choices=devices.PRECISIONS, default="fp32")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (int8 and qlora variants keep their own)")
     parser.add_argument("--training", help="training.json of the checkpoint (training time and parameters)")

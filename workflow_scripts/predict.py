@@ -1,7 +1,7 @@
 """Answer every question of a SQuAD-format file (or examples table) with a QA checkpoint.
 
     python workflow_scripts/predict.py --model MODEL_DIR --data FILE.json[.gz]|EXAMPLES.parquet \
-        --out-dir DIR [--batch-size 64] [--threshold T | --abstain-share S] [--precision fp32|bf16] [--threads N]
+        --out-dir DIR [--batch-size 64] [--threshold T | --abstain-share S] [--precision fp32|bf16|auto] [--threads N]
 
 Writes DIR/predictions.json ({id: answer}, "" to abstain), DIR/na_probs.json ({id: null score
 minus best span score}) and DIR/decision.json (the threshold used, how it was chosen, and timing).
@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from qabench import cli
+from qabench import cli, devices
 from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
 from qabench.io import write_json
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     decision.add_argument("--abstain-share", type=float, metavar="S",
                           help="abstain on this share (0-1) of the questions, those with the highest na_prob "
                                "(for a set whose share of unanswerable questions is known)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--precision", choices=devices.PRECISIONS, default="fp32")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (int8 and qlora variants keep their own)")
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@
     python workflow_scripts/train.py --manifest FEATURES/manifest.json --examples TRAIN.parquet \
         [--holdout HOLDOUT.parquet] [--family encoder] --checkpoint SPEC [--options JSON] \
         --out MODEL_DIR --state-dir STATE_DIR [--device cpu|cuda] \
-        [--epochs 2 --learning-rate 5e-5 --batch-size 32 --precision fp32|bf16 --seed 13 ...]
+        [--epochs 2 --learning-rate 5e-5 --batch-size 32 --precision fp32|bf16|auto --seed 13 ...]
 
 One process per GPU (the same result as one process, up to float rounding):
 
@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch.distributed as dist
 
-from qabench import cli, models
+from qabench import cli, devices, models
 from qabench.data import read_examples
 from qabench.errors import run_cli
 from qabench.features import read_feature_shards, without_synthetic_negatives
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default=defaults.precision)
+    parser.add_argument("--precision", choices=devices.PRECISIONS, default=defaults.precision)
     parser.add_argument("--save-every-steps", type=int, default=defaults.save_every_steps)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--no-synthetic-negatives", action="store_true",

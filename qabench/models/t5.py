@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
-from qabench import checkpoints
+from qabench import checkpoints, devices
 from qabench.batching import sorted_batches
 from qabench.data import Example
 from qabench.errors import InputError
@@ -311,7 +311,7 @@ def predict(model, tokenizer, examples: list[Example], settings: dict, batch_siz
     # per window: (answer log-prob or None, answer text, no-answer log-prob)
     scored: list[tuple[float | None, str, float]] = [None] * len(windows)  # type: ignore[list-item]
     lengths = np.array([len(w.input_ids) for w in windows])
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = devices.autocast("cpu", precision)
     model.eval()
     with torch.inference_mode(), autocast:
         for batch in tqdm(sorted_batches(lengths, batch_size), desc="predict", unit="batch",

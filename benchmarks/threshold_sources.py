@@ -1,0 +1,122 @@
+"""Which held-out negatives choose an abstain threshold that holds on SQuAD 2.0 dev?
+
+    python benchmarks/threshold_sources.py --model results/models/minilm_unseen/base \
+        --train TRAIN_V1.json.gz --dev DEV_V2.json.gz --config config.yaml configs/unseen-negatives.yaml \
+        [--train-set unseen_negatives] [--dev-questions N] [--precision fp32] [--threads 2] [--out FILE]
+
+A trained model's abstain threshold is the F1-best one on its held-out training articles, so it
+depends on which synthetic negatives those articles get. This rebuilds the model's held-out articles
+exactly as its training set's prepare step did, gives them each recipe below in turn, chooses each
+recipe's threshold there, and applies it to dev, printing dev F1 side by side with dev's own best F1
+(which reads dev's labels: a reference, not a rule):
+- ``trained kinds``: the training set's own `negatives` recipe (the default held-out recipe);
+- ``trained kinds 1:1``: those kinds, as many negatives as answerable questions;
+- ``holdout_negatives``: the training set's own held-out recipe, if it has one (this row's
+  threshold is the one the train rule chose);
+- ``unseen kinds 1:2``: the question-side kinds the model never trained on, half as many negatives
+  as answerable questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections import Counter
+from dataclasses import replace
+from typing import Sequence
+
+import torch
+import yaml
+from snakemake.utils import update_config
+
+from qabench import config as qconfig
+from qabench import metrics
+from qabench.data import load_squad
+from qabench.io import write_json
+from qabench.negatives import KINDS, add_negatives
+from qabench.predict import load_model, predict
+from qabench.prepare import prepare
+
+UNSEEN_KINDS = ("paragraph_entity_swap", "antonym", "negation")
+
+
+def negatives_per_answerable(holdout: list, kinds: Sequence[str], ratio: float, seed: int) -> list:
+    """A seeded sample of every negative ``kinds`` yield for the held-out questions, ``ratio`` per
+    answerable question, as evenly spread over the kinds as their yields allow."""
+    answerable = [e for e in holdout if e.answer_texts]
+    made = add_negatives(answerable, {kind: 1.0 for kind in kinds}, seed)[len(answerable):]
+    by_kind = {kind: [e for e in made if e.origin == f"neg_{kind}"] for kind in kinds}
+    wanted, chosen, rng = round(ratio * len(answerable)), [], random.Random(seed)
+    for i, kind in enumerate(sorted(by_kind, key=lambda k: len(by_kind[k]))):
+        share = (wanted - len(chosen)) // (len(by_kind) - i)
+        chosen += rng.sample(by_kind[kind], min(share, len(by_kind[kind])))
+    return answerable + chosen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a trained model directory")
+    parser.add_argument("--train", required=True, help="the SQuAD file its training set was prepared from")
+    parser.add_argument("--dev", required=True)
+    parser.add_argument("--config", nargs="+", required=True, help="the config files it was trained with")
+    parser.add_argument("--train-set", default="unseen_negatives")
+    parser.add_argument("--dev-questions", type=int, help="a seeded sample of dev (default: all of it)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/out/threshold_sources.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cfg = {}
+    for path in args.config:  # merged the way Snakemake merges several --configfile
+        update_config(cfg, yaml.safe_load(open(path, encoding="utf-8")))
+    cfg = qconfig.validate(cfg, " ".join(args.config))
+    seed, train_set = cfg["seed"], qconfig.train_set(cfg, args.train_set)
+    _, originals = prepare(load_squad(args.train), max_questions=train_set.get("max_questions"),
+                           holdout_articles=train_set["holdout_articles"],
+                           holdout_questions=train_set.get("holdout_questions"), seed=seed)
+    trained = [k for k in KINDS if train_set["negatives"].get(k)]
+    recipes = {"trained kinds": add_negatives(originals, train_set["negatives"], seed + 1),
+               "trained kinds 1:1": negatives_per_answerable(originals, trained, 1.0, seed + 1)}
+    if "holdout_negatives" in train_set:
+        recipes["holdout_negatives"] = add_negatives(originals, train_set["holdout_negatives"], seed + 1)
+    recipes["unseen kinds 1:2"] = negatives_per_answerable(originals, UNSEEN_KINDS, 0.5, seed + 1)
+    # every recipe's negatives under ids of their own (one kind can make a different negative of the
+    # same question in two recipes), scored with the held-out questions in one pass
+    negatives = {name: [replace(e, id=f"{e.id}@{i}") for e in holdout if e.is_impossible]
+                 for i, (name, holdout) in enumerate(recipes.items())}
+    model, tokenizer, settings = load_model(args.model)
+    held = predict(model, tokenizer, originals + [e for negs in negatives.values() for e in negs], settings,
+                   batch_size=args.batch_size, precision=args.precision)
+    held_answers = {qid: answer.text for qid, answer in held.answers.items()}
+    dev = load_squad(args.dev)
+    if args.dev_questions:
+        dev = sorted(random.Random(seed).sample(dev, min(args.dev_questions, len(dev))), key=lambda e: e.id)
+    dev_result = predict(model, tokenizer, dev, settings, batch_size=args.batch_size, precision=args.precision)
+    dev_answers = {qid: answer.text for qid, answer in dev_result.answers.items()}
+    dev_oracle = metrics.evaluate(dev, dev_answers, dev_result.na_probs)
+    results = {}
+    for name, negs in negatives.items():
+        holdout = originals + negs
+        held_scores = metrics.evaluate(holdout, {e.id: held_answers[e.id] for e in holdout},
+                                       {e.id: held.na_probs[e.id] for e in holdout})
+        threshold = held_scores["best_f1_thresh"]
+        scores = metrics.evaluate(dev, dev_answers, dev_result.na_probs, na_prob_thresh=threshold)
+        results[name] = {"negatives": dict(Counter(e.origin for e in negs)),
+                         "threshold": threshold, "holdout_best_f1": held_scores["best_f1"],
+                         **{k: scores[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_exact")}}
+        print(f"{name:18s} {results[name]}", flush=True)
+    write_json(args.out, {"args": vars(args), "dev_questions": len(dev), "dev_best_f1": dev_oracle["best_f1"],
+                          "dev_best_f1_thresh": dev_oracle["best_f1_thresh"], "results": results})
+    print(f"\n{'held-out recipe':18s} {'negatives':>9s} {'thresh':>7s} {'dev EM':>7s} {'dev F1':>7s} "
+          f"{'HasAns F1':>9s} {'NoAns EM':>8s}")
+    for name, r in results.items():
+        print(f"{name:18s} {sum(r['negatives'].values()):9d} {r['threshold']:7.2f} {r['exact']:7.2f} {r['f1']:7.2f} "
+              f"{r['HasAns_f1']:9.2f} {r['NoAns_exact']:8.2f}")
+    print(f"{'dev oracle':18s} {'':9s} {dev_oracle['best_f1_thresh']:7.2f} {'':7s} {dev_oracle['best_f1']:7.2f}"
+          "   (reads dev's labels: reference only)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

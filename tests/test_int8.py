@@ -210,7 +210,10 @@ def test_inductor_backend_stores_an_int8_graph_that_answers_like_the_base(base_d
         expected = base(**inputs).start_logits
         got = model(**inputs).start_logits
     assert got.shape == expected.shape
-    assert (got - expected).abs().max() < 0.1 * expected.abs().max()
+    # 10% of the largest logit on AVX-512 CPUs; AVX2 ones keep 7-bit activations (reduce_range):
+    # 11% measured on an AVX2-only EPYC
+    bound = 0.1 if "AVX512" in torch.backends.cpu.get_cpu_capability() else 0.15
+    assert (got - expected).abs().max() < bound * expected.abs().max()
 
 
 def test_bad_options_and_inputs_are_refused(variants, tmp_path):

@@ -96,6 +96,8 @@ def resolve_precision(precision: str, device_type: str) -> str:
 
 
 def autocast(device_type: str, precision: str):
-    """The context a model runs in at ``precision`` (after ``resolve_precision``)."""
-    enabled = resolve_precision(precision, device_type) == "bf16"
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
+    """The context a model runs in at ``precision``, as ``resolve_precision`` returned it (resolving
+    once per run keeps its warning to one line)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"autocast takes a resolved precision (fp32 or bf16), not {precision!r}")
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16")

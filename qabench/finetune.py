@@ -76,7 +76,8 @@ def run(*, family: str, checkpoint: str | dict, options: dict, features, holdout
         return None
     settings = {**DEFAULT_SETTINGS, **window, "family": family, "variant": "base", "origin": origin,
                 "checkpoint": checkpoint, "options": options}
-    holdout_scores = add_threshold(model, tokenizer, holdout, settings, predict_batch_size, train_settings.precision)
+    # the precision training resolved to, so an emulated bf16 is not warned about a second time
+    holdout_scores = add_threshold(model, tokenizer, holdout, settings, predict_batch_size, stats["precision"])
     model.to("cpu")
     record = {**stats, **counts, "device": device, "settings": asdict(train_settings), "data": data_counts,
               "holdout_scores": holdout_scores}

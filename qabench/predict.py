@@ -64,7 +64,8 @@ def window_logits(model, span_logits, features, pad_id: int, batch_size: int, pr
     ids = features["input_ids"].tolist()
     types = features["token_type_ids"].tolist()
     out: list = [None] * len(features)
-    autocast = devices.autocast(devices.model_device(model).type, precision)
+    device_type = devices.model_device(model).type
+    autocast = devices.autocast(device_type, devices.resolve_precision(precision, device_type))
     model.eval()
     with torch.inference_mode(), autocast:
         for batch in tqdm(sorted_batches(lengths, batch_size), desc="predict", unit="batch",

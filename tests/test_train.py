@@ -129,3 +129,15 @@ def test_bf16_where_it_is_emulated_warns(monkeypatch, caplog):
     assert "10x slower" in caplog.text and "precision: auto" in caplog.text
     with pytest.raises(InputError, match="unknown precision 'fp16'"):
         devices.resolve_precision("fp16", "cpu")
+
+
+def test_emulated_bf16_is_warned_about_once_per_training_run(features, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(devices, "native_bf16", lambda device_type: False)
+    model, tokenizer = _fresh_model()
+    settings = TrainSettings(epochs=1, batch_size=8, learning_rate=1e-3, save_every_steps=1000, seed=3, precision="bf16")
+    with caplog.at_level("WARNING"):
+        stats = train(model, features, _loss(model, tokenizer, features), settings, tmp_path, progress=False)
+    assert stats["precision"] == "bf16"
+    assert caplog.text.count("10x slower") == 1
+    with pytest.raises(ValueError, match="resolved precision"):
+        devices.autocast("cpu", "auto")

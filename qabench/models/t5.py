@@ -311,7 +311,7 @@ def predict(model, tokenizer, examples: list[Example], settings: dict, batch_siz
     # per window: (answer log-prob or None, answer text, no-answer log-prob)
     scored: list[tuple[float | None, str, float]] = [None] * len(windows)  # type: ignore[list-item]
     lengths = np.array([len(w.input_ids) for w in windows])
-    autocast = devices.autocast("cpu", precision)
+    autocast = devices.autocast("cpu", devices.resolve_precision(precision, "cpu"))
     model.eval()
     with torch.inference_mode(), autocast:
         for batch in tqdm(sorted_batches(lengths, batch_size), desc="predict", unit="batch",

@@ -284,7 +284,9 @@ OVERLAYS = {"variants-cpu.yaml": ["config.yaml"],
             "families-cpu.yaml": ["config.yaml", "configs/variants-cpu.yaml"],
             "gpu.yaml": ["config.yaml"],
             "minilm-full.yaml": ["config.yaml"],
-            "abstain-share.yaml": ["config.yaml"]}
+            "abstain-share.yaml": ["config.yaml"],
+            "unseen-negatives.yaml": ["config.yaml"],
+            "unseen-negatives-small.yaml": ["config.yaml"]}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml",

@@ -40,11 +40,13 @@ def load_model(model: str | Path, device: str = "cpu"):
     if settings.get("variant", "base") != "base":
         from qabench import compression
 
-        loaded, tokenizer = compression.method(settings["variant"]).load(str(model), settings)
+        method = compression.method(settings["variant"])
+        loaded, tokenizer = method.load(str(model), settings)
+        if method.KEEPS_ITS_DEVICE:
+            return loaded, tokenizer, settings
     else:
         loaded, tokenizer = models.family(settings["family"]).load(str(model))
-    if "device" not in settings.get("compression", {}):
-        devices.move(loaded, device)
+    devices.move(loaded, device)
     return loaded, tokenizer, settings
 
 

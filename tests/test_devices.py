@@ -45,3 +45,26 @@ def test_methods_that_train_take_a_device_option(method):
     assert resolve({"device": "cuda"})["device"] == "cuda"  # form only: the job may run on a GPU node
     with pytest.raises(InputError, match=f"{method} option device must be cpu or cuda"):
         resolve({"device": "tpu"})
+
+
+@pytest.mark.parametrize("variant, moved", [("base", True), ("lora", True), ("pruned", True), ("distilled", True),
+                                             ("int8", False), ("qlora", False), ("onnx", False)])
+def test_predict_runs_a_variant_where_asked_unless_it_keeps_its_device(monkeypatch, variant, moved):
+    # a LoRA trained on a GPU records compression.device "cuda" but runs wherever predict asks;
+    # int8 and qlora run on the device of their kernels, onnx in ONNX Runtime
+    from qabench import compression, models, predict
+
+    model = torch.nn.Linear(2, 2)
+    settings = {"variant": variant, "family": "encoder"}
+    if variant != "base":
+        settings["compression"] = {"method": variant, "device": "cuda"}
+    monkeypatch.setattr(predict, "read_settings", lambda path: settings)
+    monkeypatch.setattr(devices, "check", lambda device: device)
+    if variant == "base":
+        monkeypatch.setattr(models.family("encoder"), "load", lambda path: (model, None))
+    else:
+        monkeypatch.setattr(compression.method(variant), "load", lambda path, s: (model, None))
+    calls = []
+    monkeypatch.setattr(devices, "move", lambda m, device: calls.append(device) or m)
+    predict.load_model("some/dir", device="cuda")
+    assert calls == (["cuda"] if moved else [])

@@ -2,6 +2,9 @@
 
     METHOD: str                       the variant name (pruned, distilled, lora, int8, qlora, onnx)
     FAMILIES: tuple[str, ...]         the model families it applies to
+    KEEPS_ITS_DEVICE: bool            whether a variant runs only where it was made (int8, qlora: on the
+                                      device of their kernels; onnx: in ONNX Runtime on the CPU) rather than
+                                      on the device predict asks for
     make(base_dir, out_dir, *, options, seed, data, state_dir) -> None
         builds the variant from the fine-tuned base in ``base_dir`` (a directory written by
         qabench.finetune) and writes a complete model directory with qabench.finetune.save_model_dir:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 METHOD = "distilled"
 FAMILIES = ("encoder",)
+KEEPS_ITS_DEVICE = False
 DEFAULTS = {"student_layers": None, "layer_init": "every_other", "student_checkpoint": None,
             "temperature": 2.0, "alpha": 0.5, "train": {},
             "device": "cpu"}  # where the teacher and the student run while distilling: cpu or cuda

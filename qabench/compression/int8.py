@@ -45,6 +45,7 @@ from qabench.predict import DEFAULT_SETTINGS, load_model, read_settings
 
 METHOD = "int8"
 FAMILIES = ("encoder", "t5", "lstm", "mamba")
+KEEPS_ITS_DEVICE = True  # a quantized model runs where it was quantized (options.device)
 DEFAULT_OPTIONS = {
     "device": "cpu",               # where the quantized model runs: cpu or cuda
     "backend": None,               # dynamic | inductor | bitsandbytes; None: dynamic on cpu, bitsandbytes on cuda

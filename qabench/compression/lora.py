@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 METHOD = "lora"
 FAMILIES = ("encoder", "t5", "mamba")
+KEEPS_ITS_DEVICE = False
 # Every Linear of the blocks by default: the QLoRA paper (Dettmers et al. 2023, section 4) found
 # adapters on all linear layers were needed to match full fine-tuning, where query/value alone fell
 # short. The price on MiniLM-L6 (CPU, batch 32 x 384): 333k instead of 74k trainable parameters and

@@ -31,6 +31,7 @@ from qabench.predict import load_model, predict, read_settings
 
 METHOD = "onnx"
 FAMILIES = ("encoder",)
+KEEPS_ITS_DEVICE = True  # an ONNX Runtime session on the CPU
 DEFAULT_OPTIONS = {
     "quantize": False,        # int8 MatMul weights (ONNX Runtime dynamic quantization)
     "per_channel": True,      # with quantize: a weight scale per output column rather than per matrix

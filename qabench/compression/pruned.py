@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 METHOD = "pruned"
 FAMILIES = ("encoder",)
+KEEPS_ITS_DEVICE = False
 DEFAULT_OPTIONS = {
     "target_encoder_ratio": 0.75,  # share of the transformer blocks' parameters kept
     "calibration_windows": 256,    # training windows the importance is measured on

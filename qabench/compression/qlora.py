@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 METHOD = "qlora"
 FAMILIES = lora.FAMILIES
+KEEPS_ITS_DEVICE = True  # 4-bit weights run where they were quantized (options.device)
 QUANT_OPTIONS = {
     "quant_type": "nf4",       # nf4 (4-bit NormalFloat) or fp4
     "double_quant": True,      # quantize the per-block scales too (about 0.4 bits per weight saved)

@@ -210,9 +210,11 @@ def _rows(encoder_outputs: BaseModelOutput, rows: list[int]) -> BaseModelOutput:
 
 def _sequence_logprobs(model, encoder_outputs, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Sum of log p(label token) per row, teacher forced (labels padded with IGNORE_INDEX)."""
+    labels = labels.to(devices.model_device(model))
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
     logits = model(encoder_outputs=encoder_outputs, attention_mask=attention_mask,
                    decoder_input_ids=decoder_input_ids).logits.float()
+    labels = labels.to(logits.device)  # devices.place brings a GPU model's outputs back to the CPU
     keep = labels != IGNORE_INDEX
     picked = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (picked * keep).sum(-1)
@@ -311,26 +313,28 @@ def predict(model, tokenizer, examples: list[Example], settings: dict, batch_siz
     # per window: (answer log-prob or None, answer text, no-answer log-prob)
     scored: list[tuple[float | None, str, float]] = [None] * len(windows)  # type: ignore[list-item]
     lengths = np.array([len(w.input_ids) for w in windows])
-    autocast = devices.autocast("cpu", devices.resolve_precision(precision, "cpu"))
+    # the encoder and generate are not the model's forward, so devices.place does not move their inputs
+    device = devices.model_device(model)
+    autocast = devices.autocast(device.type, devices.resolve_precision(precision, device.type))
     model.eval()
     with torch.inference_mode(), autocast:
         for batch in tqdm(sorted_batches(lengths, batch_size), desc="predict", unit="batch",
                           disable=not progress, mininterval=5):
-            inputs, mask = _pad_inputs([windows[i].input_ids for i in batch], pad)
+            inputs, mask = (t.to(device) for t in _pad_inputs([windows[i].input_ids for i in batch], pad))
             encoded = model.get_encoder()(input_ids=inputs, attention_mask=mask)
-            generated = model.generate(encoder_outputs=encoded, attention_mask=mask, **generate_kwargs).numpy()
+            generated = model.generate(encoder_outputs=encoded, attention_mask=mask, **generate_kwargs).cpu().numpy()
             candidates = [candidate(windows[i], g) for i, g in zip(batch, generated)]
             redo = [row for row, (_, text) in enumerate(candidates) if normalize_answer(text) in ("", null_norm)]
             if redo:
                 sub = _rows(encoded, redo)
                 again = model.generate(encoder_outputs=sub, attention_mask=mask[redo], logits_processor=ban,
-                                       **generate_kwargs).numpy()
+                                       **generate_kwargs).cpu().numpy()
                 for row, g in zip(redo, again):
                     candidates[row] = candidate(windows[batch[row]], g)
             # one teacher-forced pass scores every answer candidate and the no-answer text
             both = _pad([np.append(ids, eos) for ids, _ in candidates] + [null_ids] * len(batch), IGNORE_INDEX)
             logprobs = _sequence_logprobs(model, _rows(encoded, list(range(len(batch))) * 2),
-                                          torch.cat([mask, mask]), both).numpy()
+                                          torch.cat([mask, mask]), both).cpu().numpy()
             for row, (i, (_, text)) in enumerate(zip(batch, candidates)):
                 usable = normalize_answer(text) not in ("", null_norm)
                 scored[i] = (float(logprobs[row]) if usable else None, text, float(logprobs[len(batch) + row]))

@@ -59,6 +59,26 @@ def _label(offset_start: np.ndarray, offset_end: np.ndarray, char_start: int, ch
     return start, end
 
 
+def _check_context_covered(batch: list[Example], encoded, tokenizer) -> None:
+    """Refuse windows that stop before their context's last token: tokenizers 0.23.2 cut some
+    overflowing windows short and dropped the rest of long contexts (51 of SQuAD 2.0 dev's questions
+    lost the end of their paragraph), so answers there could never be predicted."""
+    reached = [0] * len(batch)
+    for i, sample in enumerate(encoded["overflow_to_sample_mapping"]):
+        ends = [end for (_, end), seq in zip(encoded["offset_mapping"][i], encoded.sequence_ids(i)) if seq == 1]
+        reached[sample] = max([reached[sample], *ends])
+    contexts = list(dict.fromkeys(e.context for e in batch))
+    last_end = {c: (offsets[-1][1] if offsets else 0) for c, offsets in zip(
+        contexts, tokenizer(contexts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"])}
+    for example, end in zip(batch, reached):
+        if end < last_end[example.context]:
+            import tokenizers
+
+            raise RuntimeError(f"tokenizers {tokenizers.__version__} windowed question {example.id} up to character "
+                               f"{end} of its context's {last_end[example.context]}: the rest would never be read; "
+                               f"install tokenizers>=0.23.3")
+
+
 def tokenize_examples(
     examples: list[Example], tokenizer, spec: WindowSpec, example_offset: int = 0, batch_size: int = 512
 ) -> pd.DataFrame:
@@ -79,6 +99,7 @@ def tokenize_examples(
             return_token_type_ids=True,
             padding=False,
         )
+        _check_context_covered(batch, encoded, tokenizer)
         for i, sample in enumerate(encoded["overflow_to_sample_mapping"]):
             example = batch[sample]
             sequence_ids = encoded.sequence_ids(i)

@@ -281,3 +281,26 @@ def test_sharded_tokenization_equals_whole(tok, tiny_train, tiny_train_features)
     _assert_same_rows(pd.concat(parts, ignore_index=True), tiny_train_features)
     # batching inside a shard does not change the rows either
     _assert_same_rows(tokenize_examples(tiny_train, tok, SMALL, batch_size=7), tiny_train_features)
+
+
+def test_windows_that_stop_before_the_context_ends_are_refused(tok):
+    # tokenizers 0.23.2 cut some overflowing windows short and dropped the rest of the context
+    from qabench.features import _check_context_covered
+
+    context = " ".join(f"word{i} sits here." for i in range(150))
+    example = Example(id="q-long", title="t", paragraph_id=0, context=context, question="Which word sits here?",
+                      answer_texts=["word149"], answer_starts=[context.index("word149")])
+    encoded = tok([example.question], [context], truncation="only_second", max_length=SMALL.max_length,
+                  stride=SMALL.stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+    assert len(encoded["input_ids"]) > 2
+    _check_context_covered([example], encoded, tok)  # every window there: accepted
+
+    class WithoutLastWindow:  # the same windows, the last one lost
+        def __getitem__(self, key):
+            return encoded[key][:-1]
+
+        def sequence_ids(self, i):
+            return encoded.sequence_ids(i)
+
+    with pytest.raises(RuntimeError, match=r"question q-long .* install tokenizers>=0\.23\.3"):
+        _check_context_covered([example], WithoutLastWindow(), tok)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import tokenizers
 
 from qabench.data import Example
 from qabench.errors import InputError
@@ -59,21 +60,16 @@ def _label(offset_start: np.ndarray, offset_end: np.ndarray, char_start: int, ch
     return start, end
 
 
-def _check_context_covered(batch: list[Example], encoded, tokenizer) -> None:
-    """Refuse windows that stop before their context's last token: tokenizers 0.23.2 cut some
-    overflowing windows short and dropped the rest of long contexts (51 of SQuAD 2.0 dev's questions
-    lost the end of their paragraph), so answers there could never be predicted."""
-    reached = [0] * len(batch)
-    for i, sample in enumerate(encoded["overflow_to_sample_mapping"]):
-        ends = [end for (_, end), seq in zip(encoded["offset_mapping"][i], encoded.sequence_ids(i)) if seq == 1]
-        reached[sample] = max([reached[sample], *ends])
+def _check_context_covered(batch: list[Example], reached: list[int], tokenizer) -> None:
+    """Refuse windows that stop before their context's last token (``reached``: per example, the
+    furthest context character its windows cover): tokenizers 0.23.2 cut some overflowing windows
+    short and dropped the rest of long contexts (51 of SQuAD 2.0 dev's questions lost the end of
+    their paragraph), so answers there could never be predicted."""
     contexts = list(dict.fromkeys(e.context for e in batch))
     last_end = {c: (offsets[-1][1] if offsets else 0) for c, offsets in zip(
         contexts, tokenizer(contexts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"])}
     for example, end in zip(batch, reached):
         if end < last_end[example.context]:
-            import tokenizers
-
             raise RuntimeError(f"tokenizers {tokenizers.__version__} windowed question {example.id} up to character "
                                f"{end} of its context's {last_end[example.context]}: the rest would never be read; "
                                f"install tokenizers>=0.23.3")
@@ -99,13 +95,14 @@ def tokenize_examples(
             return_token_type_ids=True,
             padding=False,
         )
-        _check_context_covered(batch, encoded, tokenizer)
+        reached = [0] * len(batch)
         for i, sample in enumerate(encoded["overflow_to_sample_mapping"]):
             example = batch[sample]
             sequence_ids = encoded.sequence_ids(i)
             offsets = encoded["offset_mapping"][i]
             starts = np.array([o[0] if s == 1 else NOT_CONTEXT for o, s in zip(offsets, sequence_ids)], np.int32)
             ends = np.array([o[1] if s == 1 else NOT_CONTEXT for o, s in zip(offsets, sequence_ids)], np.int32)
+            reached[sample] = max(reached[sample], int(ends.max()))
             if example.answer_texts:
                 char_start = example.answer_starts[0]
                 start, end = _label(starts, ends, char_start, char_start + len(example.answer_texts[0]))
@@ -119,6 +116,7 @@ def tokenize_examples(
             rows["offset_end"].append(ends)
             rows["start_position"].append(start)
             rows["end_position"].append(end)
+        _check_context_covered(batch, reached, tokenizer)
     return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
 
 

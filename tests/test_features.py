@@ -290,17 +290,9 @@ def test_windows_that_stop_before_the_context_ends_are_refused(tok):
     context = " ".join(f"word{i} sits here." for i in range(150))
     example = Example(id="q-long", title="t", paragraph_id=0, context=context, question="Which word sits here?",
                       answer_texts=["word149"], answer_starts=[context.index("word149")])
-    encoded = tok([example.question], [context], truncation="only_second", max_length=SMALL.max_length,
-                  stride=SMALL.stride, return_overflowing_tokens=True, return_offsets_mapping=True)
-    assert len(encoded["input_ids"]) > 2
-    _check_context_covered([example], encoded, tok)  # every window there: accepted
-
-    class WithoutLastWindow:  # the same windows, the last one lost
-        def __getitem__(self, key):
-            return encoded[key][:-1]
-
-        def sequence_ids(self, i):
-            return encoded.sequence_ids(i)
-
+    windows = tokenize_examples([example], tok, SMALL)  # checked inside: every window there is accepted
+    assert len(windows) > 2
+    ends = [int(np.max(e)) for e in windows["offset_end"]]
+    assert max(ends) == len(context)  # the last window reaches the context's last character
     with pytest.raises(RuntimeError, match=r"question q-long .* install tokenizers>=0\.23\.3"):
-        _check_context_covered([example], WithoutLastWindow(), tok)
+        _check_context_covered([example], [max(ends[:-1])], tok)  # as if the last window were lost

@@ -27,7 +27,7 @@ from qabench.features import WindowSpec, tokenize_examples
 from qabench.finetune import tune_threshold
 from qabench.io import write_json
 from qabench.models import encoder
-from qabench.negatives import KINDS
+from qabench.negatives import KINDS, add_negatives
 from qabench.predict import DEFAULT_SETTINGS, predict
 from qabench.prepare import prepare
 from qabench.train import TrainSettings, span_batch_loss, train
@@ -90,8 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, fractions in chosen.items():
         t0 = time.perf_counter()
         every_kind = {kind: 1.0 for kind in fractions}
-        train_set, holdout = prepare(source, max_questions=args.positives, holdout_articles=20,
-                                     holdout_questions=args.holdout_questions, negatives=every_kind, seed=args.seed)
+        train_set, holdout, _ = prepare(source, max_questions=args.positives, holdout_articles=20,
+                                        holdout_questions=args.holdout_questions, seed=args.seed)
+        train_set = add_negatives(train_set, every_kind, args.seed)
+        holdout = add_negatives(holdout, every_kind, args.seed + 1)
         train_set = with_negative_shares(train_set, fractions, args.seed)
         holdout = with_negative_shares(holdout, fractions, args.seed + 1)
         model, tokenizer, _ = encoder.build(args.checkpoint, args.seed)

@@ -1,20 +1,20 @@
 """Which held-out negatives choose an abstain threshold that holds on SQuAD 2.0 dev?
 
-    python benchmarks/threshold_sources.py --model results/models/minilm_unseen/base \
-        --train TRAIN_V1.json.gz --dev DEV_V2.json.gz --config config.yaml configs/unseen-negatives.yaml \
-        [--train-set unseen_negatives] [--dev-questions N] [--precision fp32] [--threads 2] [--out FILE]
+    python benchmarks/threshold_sources.py --model results/models/minilm/base \
+        --train results/data/train/default/source.json.gz --dev results/data/raw/squad_v2_dev.json.gz \
+        --config config.yaml [--train-set default] [--dev-questions N] [--precision fp32] [--threads 2] [--out FILE]
 
 A trained model's abstain threshold is the F1-best one on its held-out training articles, so it
 depends on which synthetic negatives those articles get. This rebuilds the model's held-out articles
 exactly as its training set's prepare step did, gives them each recipe below in turn, chooses each
 recipe's threshold there, and applies it to dev, printing dev F1 side by side with dev's own best F1
 (which reads dev's labels: a reference, not a rule):
-- ``trained kinds``: the training set's own `negatives` recipe (the default held-out recipe);
-- ``trained kinds 1:1``: those kinds, as many negatives as answerable questions;
-- ``holdout_negatives``: the training set's own held-out recipe, if it has one (this row's
-  threshold is the one the train rule chose);
-- ``unseen kinds 1:2``: the question-side kinds the model never trained on, half as many negatives
-  as answerable questions.
+- ``real only``: the held-out articles' own real unanswerable questions, nothing synthetic;
+- ``config``: the training set's held-out recipe (real ones topped up with synthetic ones to its
+  share; this row's threshold is the one the train rule chose);
+- ``real + trained kinds 1:1``: real ones topped up to half of all questions with the kinds the
+  model trained on;
+- ``real + unseen kinds 1:1``: the same with question-side kinds the model never trained on.
 """
 
 from __future__ import annotations
@@ -33,24 +33,11 @@ from qabench import config as qconfig
 from qabench import metrics
 from qabench.data import load_squad
 from qabench.io import write_json
-from qabench.negatives import KINDS, add_negatives
+from qabench.negatives import top_up_negatives
 from qabench.predict import load_model, predict
 from qabench.prepare import prepare
 
 UNSEEN_KINDS = ("paragraph_entity_swap", "antonym", "negation")
-
-
-def negatives_per_answerable(holdout: list, kinds: Sequence[str], ratio: float, seed: int) -> list:
-    """A seeded sample of every negative ``kinds`` yield for the held-out questions, ``ratio`` per
-    answerable question, as evenly spread over the kinds as their yields allow."""
-    answerable = [e for e in holdout if e.answer_texts]
-    made = add_negatives(answerable, {kind: 1.0 for kind in kinds}, seed)[len(answerable):]
-    by_kind = {kind: [e for e in made if e.origin == f"neg_{kind}"] for kind in kinds}
-    wanted, chosen, rng = round(ratio * len(answerable)), [], random.Random(seed)
-    for i, kind in enumerate(sorted(by_kind, key=lambda k: len(by_kind[k]))):
-        share = (wanted - len(chosen)) // (len(by_kind) - i)
-        chosen += rng.sample(by_kind[kind], min(share, len(by_kind[kind])))
-    return answerable + chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train", required=True, help="the SQuAD file its training set was prepared from")
     parser.add_argument("--dev", required=True)
     parser.add_argument("--config", nargs="+", required=True, help="the config files it was trained with")
-    parser.add_argument("--train-set", default="unseen_negatives")
+    parser.add_argument("--train-set", default="default")
     parser.add_argument("--dev-questions", type=int, help="a seeded sample of dev (default: all of it)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--precision", default="fp32")
@@ -72,15 +59,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         update_config(cfg, yaml.safe_load(open(path, encoding="utf-8")))
     cfg = qconfig.validate(cfg, " ".join(args.config))
     seed, train_set = cfg["seed"], qconfig.train_set(cfg, args.train_set)
-    _, originals = prepare(load_squad(args.train), max_questions=train_set.get("max_questions"),
-                           holdout_articles=train_set["holdout_articles"],
-                           holdout_questions=train_set.get("holdout_questions"), seed=seed)
-    trained = [k for k in KINDS if train_set["negatives"].get(k)]
-    recipes = {"trained kinds": add_negatives(originals, train_set["negatives"], seed + 1),
-               "trained kinds 1:1": negatives_per_answerable(originals, trained, 1.0, seed + 1)}
-    if "holdout_negatives" in train_set:
-        recipes["holdout_negatives"] = add_negatives(originals, train_set["holdout_negatives"], seed + 1)
-    recipes["unseen kinds 1:2"] = negatives_per_answerable(originals, UNSEEN_KINDS, 0.5, seed + 1)
+    _, originals, _ = prepare(load_squad(args.train), max_questions=train_set.get("max_questions"),
+                              holdout_articles=train_set["holdout_articles"],
+                              holdout_questions=train_set.get("holdout_questions"), seed=seed)
+    recipe = train_set.get("holdout_negatives") or train_set.get("negatives") or {}
+    trained = train_set.get("negatives", {}).get("kinds", {})
+
+    def top_up(share: float, kinds: dict) -> list:  # as prepare tops up the held-out set (seed + 1)
+        return top_up_negatives(originals, share, kinds, seed + 1, pool_source=originals)[0]
+
+    recipes = {"real only": originals,
+               "config": top_up(recipe.get("share") or 0.0, recipe.get("kinds", {})),
+               "real + trained kinds 1:1": top_up(0.5, trained),
+               "real + unseen kinds 1:1": top_up(0.5, {kind: 1.0 for kind in UNSEEN_KINDS})}
     # every recipe's negatives under ids of their own (one kind can make a different negative of the
     # same question in two recipes), scored with the held-out questions in one pass
     negatives = {name: [replace(e, id=f"{e.id}@{i}") for e in holdout if e.is_impossible]

@@ -76,14 +76,11 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
     sources = config["data"]["sources"]
     train = config["data"]["train"]
     train.setdefault("holdout_articles", 0)
-    train.setdefault("negatives", {})
-    if train["source"] not in sources:
-        raise InputError(source, f"data.train.source: '{train['source']}' is not one of data.sources ({', '.join(sources)})")
+    _check_train_set("data.train", train, sources, source)
     for name, override in config["data"]["train_sets"].items():
         if name == "default" or not name.replace("_", "").replace("-", "").isalnum():
             raise InputError(source, f"data.train_sets: name '{name}' must be letters, digits, - and _, not 'default'")
-        if override.get("source", train["source"]) not in sources:
-            raise InputError(source, f"data.train_sets.{name}.source: '{override['source']}' is not one of data.sources")
+        _check_train_set(f"data.train_sets.{name}", override, sources, source)
     for name, eval_set in config["data"]["eval_sets"].items():
         if eval_set["source"] not in sources:
             raise InputError(source, f"data.eval_sets.{name}.source: '{eval_set['source']}' is not one of data.sources")
@@ -109,6 +106,17 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
                                      f"must be at least {gpus} (it is {batch_size})")
     _check_variants(config, source)
     return config
+
+
+def _check_train_set(where: str, spec: dict, sources: dict, config_source: str) -> None:
+    for name in spec.get("sources", []):
+        if name not in sources:
+            raise InputError(config_source, f"{where}.sources: '{name}' is not one of data.sources ({', '.join(sources)})")
+    for key in ("negatives", "holdout_negatives"):
+        recipe = spec.get(key) or {}
+        if recipe.get("share") and not any(recipe.get("kinds", {}).values()):
+            raise InputError(config_source, f"{where}.{key}: share {recipe['share']} needs `kinds` with a weight "
+                                            "above 0 (or share 0 for no synthetic negatives)")
 
 
 def train_set(config: dict, name: str) -> dict:

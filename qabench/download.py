@@ -11,8 +11,13 @@ import urllib.request
 import zlib
 from pathlib import Path
 
+from qabench.data import load_squad
 from qabench.errors import InputError
 from qabench.io import atomic_path
+
+
+class Unavailable(InputError):
+    """A source that cannot be had here (missing file, failed download); a wrong checksum is not this."""
 
 
 def content_sha256(path: str | Path) -> str:
@@ -35,7 +40,9 @@ def _store(src: Path, out: Path) -> None:
         if src.read_bytes()[:2] == b"\x1f\x8b":
             shutil.copyfile(src, tmp)
         else:
-            with open(src, "rb") as f, gzip.GzipFile(tmp, "wb", mtime=0) as g:
+            # no file name and no mtime in the gzip header: the same input gives the same bytes
+            with open(src, "rb") as f, open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb",
+                                                                             fileobj=raw, mtime=0) as g:
                 shutil.copyfileobj(f, g)
 
 
@@ -61,14 +68,19 @@ def find_local_copy(url: str, mirrors: list[str], sha256: str | None) -> Path | 
 
 def fetch(out: str | Path, *, url: str | None = None, path: str | None = None, sha256: str | None = None,
           mirrors: list[str] | None = None, timeout: float = 60.0) -> str:
-    """Put the source at ``out`` (gzip JSON). Returns where it came from."""
+    """Put the source at ``out`` (gzip JSON). Returns where it came from.
+
+    A missing file or a failed download raises ``Unavailable``."""
     out = Path(out)
     if path:
         src = Path(path)
         if not src.is_file():
-            raise InputError(path, "file not found; put the SQuAD file there, or change this source's "
+            raise Unavailable(path, "file not found; put the SQuAD file there, or change this source's "
                                    "`path` (or give a `url` with its `sha256`) under data.sources in the config")
-        _check(src, sha256, path)
+        if sha256:
+            _check(src, sha256, path)
+        else:
+            load_squad(src)  # unchecked files are at least SQuAD, so errors name the user's file
         _store(src, out)
         return str(src)
     if not url:
@@ -85,9 +97,30 @@ def fetch(out: str | Path, *, url: str | None = None, path: str | None = None, s
                 shutil.copyfileobj(response, f)
         except (urllib.error.URLError, OSError) as err:
             name = url.rsplit("/", 1)[-1]
-            raise InputError(url, f"download failed ({getattr(err, 'reason', err)}). Offline? Fetch {name} "
+            raise Unavailable(url, f"download failed ({getattr(err, 'reason', err)}). Offline? Fetch {name} "
                                    f"elsewhere and either put it (or {name}.gz) in a folder listed under "
                                    f"data.local_mirrors, or give the source a `path:` instead of `url:`") from None
         _check(tmp, sha256, url)
         _store(tmp, out)
     return url
+
+
+def fetch_first(out: str | Path, candidates: list[dict], mirrors: list[str] | None = None,
+                timeout: float = 60.0) -> dict:
+    """Fetch the first of ``candidates`` (dicts with name and url or path, and sha256) that can be had.
+
+    A missing file or a failed download falls through to the next candidate; a checksum mismatch
+    or a damaged file stops, as with a single source. Returns which one was used and why the
+    earlier ones were skipped.
+    """
+    skipped = []
+    for spec in candidates:
+        try:
+            origin = fetch(out, url=spec.get("url"), path=spec.get("path"), sha256=spec.get("sha256"),
+                           mirrors=mirrors, timeout=timeout)
+        except Unavailable as err:
+            skipped.append({"source": spec["name"], "why": str(err)})
+            continue
+        return {"source": spec["name"], "origin": origin, "sha256": content_sha256(out), "skipped": skipped}
+    tried = "; ".join(f"{s['source']}: {s['why']}" for s in skipped)
+    raise InputError("data sources", f"none of {', '.join(c['name'] for c in candidates)} can be had ({tried})")

@@ -21,6 +21,7 @@ paragraph lacks gives them away:
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from dataclasses import replace
@@ -177,20 +178,44 @@ def _swap_pool(examples: list[Example]) -> dict[bool, list[str]]:
     return {True: [w for w in ordered if w[0].isdigit()], False: [w for w in ordered if not w[0].isdigit()]}
 
 
+class _Maker:
+    """Builds one kind's negative of an answerable example, with the pools ``source`` supplies."""
+
+    def __init__(self, source: list[Example]):
+        self.paragraphs_by_title: dict[str, dict[int, str]] = defaultdict(dict)
+        for e in source:
+            self.paragraphs_by_title[e.title][e.paragraph_id] = e.context
+        self.pool = _swap_pool(source)
+
+    def __call__(self, kind: str, e: Example, rng: np.random.Generator) -> Example | None:
+        if kind == "sentence_removed":
+            return sentence_removed(e)
+        if kind == "other_paragraph":
+            return other_paragraph(e, list(self.paragraphs_by_title[e.title].items()), rng)
+        if kind == "entity_swap":
+            return entity_swap(e, self.pool, rng)
+        if kind == "paragraph_entity_swap":
+            return paragraph_entity_swap(e, rng)
+        if kind == "antonym":
+            return antonym(e, rng)
+        return negation(e)
+
+
+def _check_kinds(kinds) -> None:
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown negative kinds {sorted(unknown)}; known: {list(KINDS)}")
+
+
 def add_negatives(examples: list[Example], fractions: dict[str, float], seed: int,
                   pool_source: list[Example] | None = None) -> list[Example]:
-    """For each kind, turn a seeded ``fraction`` of the answerable examples into an extra negative.
+    """For each kind, turn a seeded ``fraction`` of the answerable examples into an extra negative
+    (kinds that cannot rewrite an example yield fewer).
 
     ``pool_source`` (default: ``examples``) supplies other paragraphs and swap words.
     """
-    unknown = set(fractions) - set(KINDS)
-    if unknown:
-        raise ValueError(f"unknown negative kinds {sorted(unknown)}; known: {list(KINDS)}")
-    source = pool_source or examples
-    paragraphs_by_title: dict[str, dict[int, str]] = defaultdict(dict)
-    for e in source:
-        paragraphs_by_title[e.title][e.paragraph_id] = e.context
-    pool = _swap_pool(source)
+    _check_kinds(fractions)
+    make = _Maker(pool_source or examples)
     answerable = [e for e in examples if e.answer_texts]
     negatives = []
     for k, kind in enumerate(KINDS):
@@ -200,20 +225,58 @@ def add_negatives(examples: list[Example], fractions: dict[str, float], seed: in
         rng = np.random.default_rng([seed, k])
         chosen = rng.choice(len(answerable), size=min(len(answerable), round(fraction * len(answerable))),
                             replace=False)
-        for i in sorted(chosen):
-            e = answerable[i]
-            if kind == "sentence_removed":
-                neg = sentence_removed(e)
-            elif kind == "other_paragraph":
-                neg = other_paragraph(e, list(paragraphs_by_title[e.title].items()), rng)
-            elif kind == "entity_swap":
-                neg = entity_swap(e, pool, rng)
-            elif kind == "paragraph_entity_swap":
-                neg = paragraph_entity_swap(e, rng)
-            elif kind == "antonym":
-                neg = antonym(e, rng)
-            else:
-                neg = negation(e)
-            if neg is not None:
-                negatives.append(neg)
+        negatives += [neg for i in sorted(chosen) if (neg := make(kind, answerable[i], rng)) is not None]
     return examples + negatives
+
+
+def synthetic_needed(answerable: int, unanswerable: int, share: float) -> int:
+    """Synthetic negatives that bring ``unanswerable`` of ``answerable + unanswerable`` questions up to
+    ``share`` unanswerable (none when the real ones already reach it)."""
+    if not 0 <= share < 1:
+        raise ValueError(f"the unanswerable share must be in [0, 1), not {share}")
+    return max(0, math.ceil((share * (answerable + unanswerable) - unanswerable) / (1 - share) - 1e-9))
+
+
+def split_by_weight(total: int, weights: dict[str, float]) -> dict[str, int]:
+    """``total`` shared among the kinds in proportion to ``weights`` (largest remainders; sums to total)."""
+    weights = {k: w for k, w in weights.items() if w > 0}
+    if not weights or total <= 0:
+        return {}
+    exact = {k: total * w / sum(weights.values()) for k, w in weights.items()}
+    counts = {k: math.floor(v) for k, v in exact.items()}
+    for k in sorted(exact, key=lambda k: (counts[k] - exact[k], KINDS.index(k)))[: total - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def top_up_negatives(examples: list[Example], share: float, weights: dict[str, float], seed: int,
+                     pool_source: list[Example] | None = None) -> tuple[list[Example], dict]:
+    """``examples`` plus synthetic negatives, so that ``share`` of all questions are unanswerable.
+
+    Real unanswerable questions count first; the missing ones are split among the kinds by
+    ``weights``, each kind rewriting a seeded order of the answerable questions until it has its
+    count (or runs out). Returns the examples and a record: wanted, made per kind, shortfall.
+    """
+    _check_kinds(weights)
+    answerable = [e for e in examples if e.answer_texts]
+    real = len(examples) - len(answerable)
+    wanted = synthetic_needed(len(answerable), real, share) if weights else 0
+    counts = split_by_weight(wanted, weights)
+    make = _Maker(pool_source or examples)
+    negatives, made = [], {}
+    for k, kind in enumerate(KINDS):
+        if not counts.get(kind):
+            continue
+        rng = np.random.default_rng([seed, k])
+        kind_negatives = []
+        for i in rng.permutation(len(answerable)):
+            if len(kind_negatives) == counts[kind]:
+                break
+            neg = make(kind, answerable[int(i)], rng)
+            if neg is not None:
+                kind_negatives.append(neg)
+        made[kind] = len(kind_negatives)
+        negatives += kind_negatives
+    record = {"answerable": len(answerable), "real_unanswerable": real, "share_wanted": share,
+              "synthetic_wanted": wanted, "synthetic": made, "shortfall": wanted - sum(made.values())}
+    return examples + negatives, record

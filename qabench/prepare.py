@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from qabench.data import Example
-from qabench.negatives import add_negatives
+from qabench.negatives import top_up_negatives
 
 
 def split_articles(examples: list[Example], holdout_articles: int, seed: int) -> tuple[list[Example], list[Example]]:
@@ -30,16 +30,26 @@ def subset(examples: list[Example], max_questions: int | None, seed: int) -> lis
 
 
 def prepare(examples: list[Example], *, max_questions: int | None = None, holdout_articles: int = 0,
-            holdout_questions: int | None = None, negatives: dict[str, float] | None = None,
-            holdout_negatives: dict[str, float] | None = None, seed: int = 13) -> tuple[list[Example], list[Example]]:
-    """(train, holdout) tables; the holdout gets ``holdout_negatives`` (default: ``negatives``)."""
+            holdout_questions: int | None = None, negatives: dict | None = None,
+            holdout_negatives: dict | None = None, seed: int = 13) -> tuple[list[Example], list[Example], dict]:
+    """(train, holdout, record): whole articles held out, seeded subsets, then synthetic negatives.
+
+    ``negatives`` is a recipe ``{"share": S, "kinds": {kind: weight}}``: real unanswerable questions
+    count first and synthetic ones of those kinds top them up to a share S of all questions (none when
+    S is 0 or None, or the real ones reach it). The held-out set gets ``holdout_negatives`` (default:
+    the same recipe). The record counts what each table holds.
+    """
     train, holdout = split_articles(examples, holdout_articles, seed)
     train = subset(train, max_questions, seed)
     holdout = subset(holdout, holdout_questions, seed)
     if holdout_negatives is None:
         holdout_negatives = negatives
-    if negatives:
-        train = add_negatives(train, negatives, seed, pool_source=train)
-    if holdout_negatives and holdout:
-        holdout = add_negatives(holdout, holdout_negatives, seed + 1, pool_source=holdout)
-    return train, holdout
+    train, train_record = _top_up(train, negatives, seed)
+    holdout, holdout_record = _top_up(holdout, holdout_negatives, seed + 1)
+    return train, holdout, {"train": train_record, "holdout": holdout_record}
+
+
+def _top_up(examples: list[Example], recipe: dict | None, seed: int) -> tuple[list[Example], dict]:
+    recipe = recipe or {}
+    return top_up_negatives(examples, recipe.get("share") or 0.0, recipe.get("kinds", {}), seed,
+                            pool_source=examples)

@@ -16,6 +16,7 @@ CSV_COLUMNS = [
     "latency_ms_p95", "throughput_qps", "peak_mem_mb", "device", "nonzero_params", "predict_qps",
     "train_peak_mem_mb", "threshold", "threshold_source", "init", "train_questions", "train_wall_s", "total",
     "method", "delta_exact", "delta_f1", "size_ratio", "speedup_p50", "pareto_latency", "pareto_size",
+    "threshold_gap_f1", "train_data",
 ]
 PLOTS = {"latency": ("latency_ms_p50", "latency per question at batch 1, p50 (ms)"),
          "size": ("size_mb", "size on disk (MB)")}
@@ -82,7 +83,10 @@ def measured_row(entry: dict) -> dict:
         threshold_source=decision.get("threshold_rule", settings.get("threshold_source")),
         init=settings.get("origin"), train_questions=training.get("data", {}).get("questions"),
         train_wall_s=training_wall_s(training),
+        train_data=_read(entry.get("train_record")).get("summary"),
     )
+    if row.get("best_f1") is not None and row.get("f1") is not None:
+        row["threshold_gap_f1"] = round(row["best_f1"] - row["f1"], 2)
     return row
 
 
@@ -218,9 +222,9 @@ def to_markdown(rows: list[dict], plots: dict[str, list[tuple[str, str]]] | None
                      "no model beats always-abstain's F1 at its own threshold, so none is on the F1-latency "
                      "Pareto front."), "",
                   "| model | variant | family | EM | F1 | ΔEM | ΔF1 | HasAns F1 | NoAns EM | best F1 (thresh) "
-                  "| strict EM | params | trainable | size MB | size vs base | p50 ms | p95 ms | speed-up | q/s "
+                  "| gap to best | strict EM | params | trainable | size MB | size vs base | p50 ms | p95 ms | speed-up | q/s "
                   "| peak MB | threshold | init |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
                   "|---:|---:|---|"]
         for r in subset:
             best = f"{_fmt(r.get('best_f1'))} ({_fmt(r.get('best_f1_thresh'), 3)})" if r.get("best_f1") is not None else ""
@@ -228,7 +232,8 @@ def to_markdown(rows: list[dict], plots: dict[str, list[tuple[str, str]]] | None
             lines.append(
                 f"| {name} | {r['variant']} | {r['family']} | {_fmt(r.get('exact'))} | {_fmt(r.get('f1'))} "
                 f"| {_signed(r.get('delta_exact'))} | {_signed(r.get('delta_f1'))} "
-                f"| {_fmt(r.get('HasAns_f1'))} | {_fmt(r.get('NoAns_exact'))} | {best} | {_fmt(r.get('strict_exact'))} "
+                f"| {_fmt(r.get('HasAns_f1'))} | {_fmt(r.get('NoAns_exact'))} | {best} | {_fmt(r.get('threshold_gap_f1'))} "
+                f"| {_fmt(r.get('strict_exact'))} "
                 f"| {_fmt(r.get('params'))} | {_fmt(r.get('trainable_params'))} | {_fmt(r.get('size_mb'))} "
                 f"| {_ratio(r.get('size_ratio'))} | {_fmt(r.get('latency_ms_p50'), 1)} "
                 f"| {_fmt(r.get('latency_ms_p95'), 1)} | {_ratio(r.get('speedup_p50'))} | {_fmt(r.get('throughput_qps'))} "
@@ -249,14 +254,16 @@ def to_markdown(rows: list[dict], plots: dict[str, list[tuple[str, str]]] | None
         for name, r in trained.items():
             minutes = f", {r['train_wall_s'] / 60:.1f} min" if r.get("train_wall_s") else ""
             questions = f"{r['train_questions']} training questions" if r.get("train_questions") else "no training"
-            lines.append(f"- {name}: {questions}{minutes}; "
+            data = f" (trained on {r['train_data']})" if r.get("train_data") else ""
+            lines.append(f"- {name}: {questions}{data}{minutes}; "
                          f"abstain threshold {_fmt(r.get('threshold'), 3)} ({r.get('threshold_source')})")
         lines.append("")
     lines += [
         "Notes:",
         "- EM/F1 use the threshold chosen at training time on held-out training articles (column *threshold*: "
         "abstain when null score minus best span score exceeds it); *best F1* is the official oracle "
-        "threshold searched on the eval set itself, shown for comparison only.",
+        "threshold searched on the eval set itself, shown for comparison only; *gap to best* is best F1 minus F1, "
+        "what choosing the threshold without the eval set cost.",
         "- *strict EM*: exact string equality without SQuAD's normalisation.",
         "- Costs come from the efficiency rule, run alone on the machine named in summary.csv (*device*): "
         "*p50/p95 ms*, latency per question at batch 1 (tokenization, model and span search) over a fixed "

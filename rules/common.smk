@@ -1,15 +1,25 @@
 """Helpers the rules share: command-line arguments built from the validated config."""
+import shlex
+
 # Parameters are written in a canonical order (sorted keys) so that reformatting a config, or
 # saving it with another YAML tool, never looks like a change that reruns a job.
 
 
 def source_args(wildcards):
     spec = DATA["sources"][wildcards.source]
-    if "path" in spec:
-        args = f"--path '{spec['path']}'"
-    else:
-        args = f"--url '{spec['url']}'" + "".join(f" --mirror '{m}'" for m in DATA.get("local_mirrors", []))
-    return args + (f" --sha256 {spec['sha256']}" if spec.get("sha256") else "")
+    args = ["--path", spec["path"]] if "path" in spec else ["--url", spec["url"]]
+    args += ["--sha256", spec["sha256"]] if spec.get("sha256") else []
+    return shlex.join(args) + (f" {mirror_args(wildcards)}" if "url" in spec else "")
+
+
+def mirror_args(wildcards):
+    return shlex.join(arg for folder in DATA.get("local_mirrors", []) for arg in ("--mirror", folder))
+
+
+def train_sources_json(wildcards):
+    """The training set's sources, in the order they are tried, as the download script's --first-of."""
+    names = train_set(config, wildcards.train_set)["sources"]
+    return json.dumps([{"name": n, **DATA["sources"][n]} for n in names], sort_keys=True)
 
 
 def train_examples(wildcards):
@@ -18,17 +28,26 @@ def train_examples(wildcards):
     return {"train": f"{folder}/train.parquet", "holdout": f"{folder}/holdout.parquet"}
 
 
+def train_record(model):
+    return f"results/data/train/{MODELS[model]['train_set']}/record.json"
+
+
 def train_prepare_args(wildcards):
     train = train_set(config, wildcards.train_set)
-    args = [f"--seed {SEED}"]
+    args = ["--seed", SEED, "--holdout-articles", train["holdout_articles"]]
     if train.get("max_questions"):
-        args.append(f"--max-questions {train['max_questions']}")
+        args += ["--max-questions", train["max_questions"]]
     if train.get("holdout_questions"):
-        args.append(f"--holdout-questions {train['holdout_questions']}")
-    args += [f"--negative {kind}={fraction}" for kind, fraction in sorted(train.get("negatives", {}).items())]
-    args += [f"--holdout-negative {kind}={fraction}"
-             for kind, fraction in sorted(train.get("holdout_negatives", {}).items())]
-    return " ".join(args)
+        args += ["--holdout-questions", train["holdout_questions"]]
+    for key, prefix in (("negatives", "--"), ("holdout_negatives", "--holdout-")):
+        recipe = train.get(key)
+        if recipe is None:
+            continue
+        if "share" in recipe or key == "negatives":
+            args += [f"{prefix}unanswerable-share", recipe.get("share") or 0]
+        args += [arg for kind, weight in sorted(recipe.get("kinds", {}).items())
+                 for arg in (f"{prefix}negative", f"{kind}={weight}")]
+    return shlex.join(map(str, args))
 
 
 def train_options(wildcards):
@@ -87,6 +106,7 @@ def summary_rows(wildcards):
             "model_dir": f"results/models/{m}/{v}",
             "efficiency": f"results/efficiency/{m}/{v}.json",
             "train_benchmark": f"results/benchmarks/train/{m}/{v}.tsv",
+            "train_record": train_record(m),
         }
         for m, v in MODEL_VARIANTS
         for e in EVAL_SETS

@@ -13,22 +13,43 @@ rule download:
         "python -m workflow_scripts.download {params.source} --out {output} > {log} 2>&1"
 
 
+# a training set's data: the first of its sources that can be had (offline, the official file is
+# skipped for the next); download_train.log and source.json say which one
+rule download_train:
+    localrule: True
+    output:
+        data="results/data/train/{train_set}/source.json.gz",
+        record="results/data/train/{train_set}/source.json",
+    params:
+        sources=train_sources_json,
+        mirrors=mirror_args,
+    log:
+        "logs/download/train-{train_set}.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.download --first-of {params.sources:q} {params.mirrors} "
+        "--out {output.data:q} --provenance-out {output.record:q} > {log:q} 2>&1"
+
+
 rule prepare_train:
     input:
-        lambda wc: f"results/data/raw/{train_set(config, wc.train_set)['source']}.json.gz",
+        data="results/data/train/{train_set}/source.json.gz",
+        record="results/data/train/{train_set}/source.json",
     output:
         train="results/data/train/{train_set}/train.parquet",
         holdout="results/data/train/{train_set}/holdout.parquet",
+        record="results/data/train/{train_set}/record.json",
     params:
         options=train_prepare_args,
-        holdout_articles=lambda wc: train_set(config, wc.train_set)["holdout_articles"],
     log:
         "logs/prepare/train-{train_set}.log",
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.prepare_examples --squad {input} --out {output.train} "
-        "--holdout-out {output.holdout} --holdout-articles {params.holdout_articles} {params.options} > {log} 2>&1"
+        "python -m workflow_scripts.prepare_examples --squad {input.data:q} --source-info {input.record:q} "
+        "--out {output.train:q} --holdout-out {output.holdout:q} --record-out {output.record:q} "
+        "{params.options} > {log:q} 2>&1"
 
 
 rule prepare_eval:

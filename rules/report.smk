@@ -5,6 +5,7 @@ rule summarize:
         models=per_variant("results/models/{model}/{variant}"),
         efficiency=per_variant("results/efficiency/{model}/{variant}.json"),
         eval_data=sorted({eval_set_file(e) for e in EVAL_SETS}),
+        train_records=sorted({train_record(m) for m in MODELS}),
     output:
         markdown=report("results/summary.md", category="Summary"),
         csv="results/summary.csv",

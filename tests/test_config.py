@@ -33,7 +33,7 @@ def _error(cfg: dict) -> str:
 @pytest.mark.parametrize("path", [DEFAULT, SMOKE], ids=["config.yaml", "smoke.yaml"])
 def test_shipped_configs_validate(path):
     cfg = config.load(path)
-    assert cfg["data"]["train"]["source"] in cfg["data"]["sources"]
+    assert set(cfg["data"]["train"]["sources"]) <= set(cfg["data"]["sources"])
     for eval_set in cfg["data"]["eval_sets"].values():
         assert eval_set["source"] in cfg["data"]["sources"]
     assert cfg["tokenize"]["shards"] >= 1
@@ -105,9 +105,9 @@ def test_source_with_neither_url_nor_path(smoke):
 
 
 def test_unknown_train_source(smoke):
-    smoke["data"]["train"]["source"] = "nope"
+    smoke["data"]["train"]["sources"] = ["train_tiny", "nope"]
     message = _error(smoke)
-    assert "data.train.source" in message and "'nope'" in message
+    assert "data.train.sources" in message and "'nope'" in message
     assert "train_tiny" in message and "dev_tiny" in message  # says what is available
 
 
@@ -119,23 +119,43 @@ def test_eval_set_with_unknown_source(smoke):
 
 def test_named_train_set_replaces_only_its_keys(smoke):
     smoke["data"]["train"]["max_questions"] = 50
-    smoke["data"]["train_sets"]["full"] = {"max_questions": None, "negatives": {"other_paragraph": 0.5}}
+    own = {"share": 0.5, "kinds": {"other_paragraph": 1}}
+    smoke["data"]["train_sets"]["full"] = {"max_questions": None, "negatives": own}
     smoke["models"]["tinybert"]["train_set"] = "full"
     cfg = config.validate(copy.deepcopy(smoke))
     full = config.train_set(cfg, "full")
-    assert full["max_questions"] is None and full["negatives"] == {"other_paragraph": 0.5}
-    assert full["source"] == "train_tiny" and full["holdout_articles"] == 1  # from data.train
+    assert full["max_questions"] is None and full["negatives"] == own
+    assert full["sources"] == ["train_absent", "train_tiny"] and full["holdout_articles"] == 1  # from data.train
     assert config.train_set(cfg, "default")["max_questions"] == 50
     assert cfg["models"]["tinyt5"]["train_set"] == "default"
 
 
 def test_holdout_negatives_are_checked_like_negatives(smoke):
-    smoke["data"]["train_sets"]["own"] = {"holdout_negatives": {"negation": 0.5, "antonym": 1.0}}
-    assert config.train_set(config.validate(copy.deepcopy(smoke)), "own")["holdout_negatives"] == {
-        "negation": 0.5, "antonym": 1.0}
-    smoke["data"]["train_sets"]["own"]["holdout_negatives"]["shuffle"] = 0.5
+    recipe = {"share": 0.5, "kinds": {"negation": 0.5, "antonym": 1.0}}
+    smoke["data"]["train_sets"]["own"] = {"holdout_negatives": recipe}
+    assert config.train_set(config.validate(copy.deepcopy(smoke)), "own")["holdout_negatives"] == recipe
+    smoke["data"]["train_sets"]["own"]["holdout_negatives"]["kinds"]["shuffle"] = 0.5
     message = _error(smoke)
     assert "data.train_sets.own.holdout_negatives" in message and "'shuffle'" in message
+
+
+def test_old_style_negatives_are_refused_with_the_key(smoke):
+    smoke["data"]["train"]["negatives"] = {"other_paragraph": 0.5}
+    assert "data.train.negatives" in _error(smoke)
+
+
+def test_a_share_without_kinds_is_refused(smoke):
+    smoke["data"]["train_sets"]["own"] = {"negatives": {"share": 0.3, "kinds": {"negation": 0}}}
+    message = _error(smoke)
+    assert "data.train_sets.own.negatives" in message and "kinds" in message
+
+
+def test_an_overlay_switches_synthetic_negatives_off(smoke):
+    from snakemake.utils import update_config
+
+    update_config(smoke, {"data": {"train": {"negatives": {"share": 0}}}})
+    cfg = config.validate(copy.deepcopy(smoke))
+    assert cfg["data"]["train"]["negatives"]["share"] == 0  # the kinds stay, but none are made
 
 
 def test_unknown_train_set(smoke):
@@ -151,9 +171,9 @@ def test_bad_train_set_name(smoke, name):
 
 
 def test_train_set_source_must_exist(smoke):
-    smoke["data"]["train_sets"]["other"] = {"source": "nope"}
+    smoke["data"]["train_sets"]["other"] = {"sources": ["nope"]}
     message = _error(smoke)
-    assert "data.train_sets.other.source" in message and "'nope'" in message
+    assert "data.train_sets.other.sources" in message and "'nope'" in message
 
 
 def test_unknown_top_level_key(smoke):
@@ -284,9 +304,7 @@ OVERLAYS = {"variants-cpu.yaml": ["config.yaml"],
             "families-cpu.yaml": ["config.yaml", "configs/variants-cpu.yaml"],
             "gpu.yaml": ["config.yaml"],
             "minilm-full.yaml": ["config.yaml"],
-            "abstain-share.yaml": ["config.yaml"],
-            "unseen-negatives.yaml": ["config.yaml"],
-            "unseen-negatives-small.yaml": ["config.yaml"]}
+            "abstain-share.yaml": ["config.yaml"]}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml",

@@ -6,6 +6,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import json
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from qabench.download import content_sha256, fetch, find_local_copy
+from qabench.download import content_sha256, fetch, fetch_first, find_local_copy
 from qabench.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -267,3 +268,76 @@ def test_cli_good_path(src_json, out_dir):
     assert proc.returncode == 0, proc.stderr
     assert _gunzip(out_dir / "dev.json.gz") == BODY
 
+
+
+# ---------------------------------------------------------------- the first source that can be had
+
+
+def test_first_of_falls_through_a_missing_file_and_an_offline_url(tmp_path, src_json, out_dir, monkeypatch):
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    candidates = [{"name": "official", "url": CLOSED_URL, "sha256": SHA},
+                  {"name": "absent", "path": str(tmp_path / "no-such.json")},
+                  {"name": "local", "path": str(src_json), "sha256": SHA}]
+    record = fetch_first(out_dir / "train.json.gz", candidates, mirrors=[str(tmp_path / "none")])
+    assert record["source"] == "local" and record["origin"] == str(src_json) and record["sha256"] == SHA
+    assert [s["source"] for s in record["skipped"]] == ["official", "absent"]
+    assert "download failed" in record["skipped"][0]["why"] and "file not found" in record["skipped"][1]["why"]
+    assert _gunzip(out_dir / "train.json.gz") == BODY
+
+
+def test_first_of_takes_the_first_when_it_is_there(tmp_path, src_json, out_dir, no_network):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "dev-v2.0.json.gz").write_bytes(DEV_TINY.read_bytes())
+    candidates = [{"name": "official", "url": CLOSED_URL, "sha256": SHA},
+                  {"name": "local", "path": str(src_json), "sha256": SHA}]
+    record = fetch_first(out_dir / "train.json.gz", candidates, mirrors=[str(mirror)])
+    assert record["source"] == "official" and record["skipped"] == []
+
+
+def test_first_of_stops_at_a_checksum_mismatch(src_json, out_dir, no_network):
+    candidates = [{"name": "wrong", "path": str(src_json), "sha256": WRONG_SHA},
+                  {"name": "fine", "path": str(DEV_TINY), "sha256": SHA}]
+    with pytest.raises(InputError, match="sha256 mismatch"):
+        fetch_first(out_dir / "train.json.gz", candidates)
+    _assert_empty(out_dir)
+
+
+def test_first_of_with_nothing_to_have_names_every_source(tmp_path, out_dir):
+    candidates = [{"name": "a", "path": str(tmp_path / "a.json")}, {"name": "b", "path": str(tmp_path / "b.json")}]
+    with pytest.raises(InputError, match="none of a, b can be had") as info:
+        fetch_first(out_dir / "train.json.gz", candidates)
+    assert "\n" not in str(info.value)
+    _assert_empty(out_dir)
+
+
+def test_cli_first_of_records_the_source(tmp_path, src_json, out_dir):
+    sources = [{"name": "absent", "path": str(tmp_path / "nope.json")},
+               {"name": "here", "path": str(src_json), "sha256": SHA, "description": "a local copy"}]
+    result = _run("--first-of", json.dumps(sources), "--out", out_dir / "t.json.gz",
+                  "--provenance-out", out_dir / "t.source.json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((out_dir / "t.source.json").read_text())
+    assert record["source"] == "here" and record["description"] == "a local copy"
+    assert record["skipped"][0]["source"] == "absent"
+    assert "source absent skipped" in result.stderr and "a local copy" in result.stderr
+
+
+def test_a_path_without_checksum_must_be_squad(tmp_path, out_dir):
+    bad = tmp_path / "notes.json"
+    bad.write_text('{"hello": 1}')
+    with pytest.raises(InputError) as info:
+        fetch(out_dir / "x.json.gz", path=str(bad))
+    assert str(info.value).startswith(str(bad))
+    _assert_empty(out_dir)
+
+
+def test_stored_gzip_is_byte_identical_between_runs(src_json, tmp_path):
+    first, second = tmp_path / "a" / "x.json.gz", tmp_path / "b" / "y.json.gz"
+    fetch(first, path=str(src_json))
+    fetch(second, path=str(src_json))
+    assert first.read_bytes() == second.read_bytes()
+    assert src_json.name.encode() not in first.read_bytes()[:64] and b".tmp" not in first.read_bytes()[:64]

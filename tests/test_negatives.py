@@ -11,7 +11,7 @@ import pytest
 from qabench.data import Example, load_squad
 from qabench.negatives import (
     KINDS, _SWAPPABLE, add_negatives, antonym, entity_swap, negation, other_paragraph, paragraph_entity_swap,
-    sentence_removed, sentence_spans,
+    sentence_removed, sentence_spans, split_by_weight, synthetic_needed, top_up_negatives,
 )
 from qabench.prepare import prepare, split_articles, subset
 
@@ -23,6 +23,11 @@ DEV_TINY = REPO / "tests" / "data" / "dev-tiny.json.gz"
 @pytest.fixture(scope="module")
 def train() -> list[Example]:
     return load_squad(TRAIN_TINY)
+
+
+@pytest.fixture(scope="module")
+def dev() -> list[Example]:
+    return load_squad(DEV_TINY)
 
 
 def _example(context: str, answer: str, question: str = "What is it?", pid: int = 0, qid: str = "q") -> Example:
@@ -328,12 +333,66 @@ def test_add_negatives_rejects_unknown_kinds(train):
         add_negatives(train, {"shuffle": 0.5}, seed=1)
 
 
-# ---------------------------------------------------------------- prepare
+# ---------------------------------------------------------------- top-up and prepare
+
+RECIPE = {"share": 0.4, "kinds": {"sentence_removed": 3, "entity_swap": 2, "other_paragraph": 1}}
+
+
+@pytest.mark.parametrize("answerable, real, share, expected", [
+    (20, 0, 1 / 3, 10),     # 10 / 30
+    (100, 0, 0.5, 100),
+    (100, 60, 0.5, 40),     # 100 / 200
+    (100, 30, 0.2, 0),      # the real ones already exceed the share: nothing added, nothing removed
+    (10, 0, 0.0, 0),
+    (7, 1, 1 / 3, 3),       # 4 / 11 = 0.364: the smallest count that reaches the share
+])
+def test_synthetic_needed_by_hand(answerable, real, share, expected):
+    assert synthetic_needed(answerable, real, share) == expected
+    total = answerable + real + expected
+    assert expected == 0 or (real + expected) / total >= share > (real + expected - 1) / (total - 1)
+
+
+def test_synthetic_needed_refuses_a_share_of_one():
+    with pytest.raises(ValueError, match="share"):
+        synthetic_needed(10, 0, 1.0)
+
+
+def test_split_by_weight_sums_to_the_total():
+    assert split_by_weight(10, {"sentence_removed": 3, "entity_swap": 2, "other_paragraph": 1}) == {
+        "sentence_removed": 5, "entity_swap": 3, "other_paragraph": 2}
+    # a tie goes to the kind listed first in KINDS
+    assert split_by_weight(7, {"negation": 1, "antonym": 1, "entity_swap": 0}) == {"negation": 3, "antonym": 4}
+    assert split_by_weight(0, {"negation": 1}) == {} and split_by_weight(5, {}) == {}
+
+
+def test_top_up_counts_real_unanswerable_questions_first(dev):
+    answerable = [e for e in dev if e.answer_texts]
+    real = [e for e in dev if e.is_impossible]
+    assert real, "dev-tiny should hold real unanswerable questions"
+    out, record = top_up_negatives(dev, 0.6, {"sentence_removed": 1, "other_paragraph": 1}, seed=3)
+    assert out[: len(dev)] == dev
+    synthetic = out[len(dev):]
+    assert record["real_unanswerable"] == len(real) and record["answerable"] == len(answerable)
+    assert record["synthetic_wanted"] == synthetic_needed(len(answerable), len(real), 0.6)
+    assert len(synthetic) == sum(record["synthetic"].values()) == record["synthetic_wanted"] - record["shortfall"]
+    assert all(e.is_impossible and e.origin.startswith("neg_") for e in synthetic)
+    # a share the real ones already reach adds nothing
+    out, record = top_up_negatives(dev, len(real) / len(dev) / 2, {"sentence_removed": 1}, seed=3)
+    assert out == dev and record["synthetic_wanted"] == 0
+
+
+def test_top_up_is_seeded_and_switched_off_by_share_zero(train):
+    first = top_up_negatives(train, 0.4, RECIPE["kinds"], seed=5)
+    assert first == top_up_negatives(train, 0.4, RECIPE["kinds"], seed=5)
+    assert first[0] != top_up_negatives(train, 0.4, RECIPE["kinds"], seed=6)[0]
+    assert top_up_negatives(train, 0.0, RECIPE["kinds"], seed=5)[0] == train
+    made = first[1]["synthetic"]
+    assert made["sentence_removed"] >= made["entity_swap"] >= made["other_paragraph"] > 0
 
 
 def test_prepare_holds_out_whole_articles(train):
     titles = {e.title for e in train}
-    tr, held = prepare(train, holdout_articles=1, negatives=FRACTIONS, seed=7)
+    tr, held, record = prepare(train, holdout_articles=1, negatives=RECIPE, seed=7)
     train_titles, held_titles = {e.title for e in tr}, {e.title for e in held}
     assert len(held_titles) == 1 and not train_titles & held_titles
     assert train_titles | held_titles == titles
@@ -344,22 +403,28 @@ def test_prepare_holds_out_whole_articles(train):
     # negatives never carry a paragraph from the other side
     assert not {e.context for e in tr} & {e.context for e in held}
     assert any(e.origin != "original" for e in held) and any(e.origin != "original" for e in tr)
+    # the share is reached (up to what the kinds could make)
+    unanswerable = sum(e.is_impossible for e in tr)
+    assert unanswerable == record["train"]["real_unanswerable"] + sum(record["train"]["synthetic"].values())
+    assert record["train"]["shortfall"] or unanswerable / len(tr) >= 0.4
     # seeded
-    assert prepare(train, holdout_articles=1, negatives=FRACTIONS, seed=7) == (tr, held)
+    assert prepare(train, holdout_articles=1, negatives=RECIPE, seed=7) == (tr, held, record)
 
 
 def test_prepare_gives_the_holdout_its_own_negatives(train):
-    tr, held = prepare(train, holdout_articles=1, negatives=FRACTIONS, holdout_negatives={"negation": 1.0}, seed=7)
+    holdout_recipe = {"share": 0.3, "kinds": {"negation": 1.0}}
+    tr, held, _ = prepare(train, holdout_articles=1, negatives=RECIPE, holdout_negatives=holdout_recipe, seed=7)
     assert {e.origin for e in held} == {"original", "neg_negation"}
     assert (tr, [e for e in held if e.origin == "original"]) == (
-        prepare(train, holdout_articles=1, negatives=FRACTIONS, seed=7)[0],
+        prepare(train, holdout_articles=1, negatives=RECIPE, seed=7)[0],
         [e for e in prepare(train, holdout_articles=1, seed=7)[1]])
-    _, no_negatives = prepare(train, holdout_articles=1, negatives=FRACTIONS, holdout_negatives={}, seed=7)
-    assert {e.origin for e in no_negatives} == {"original"}
+    _, no_negatives, record = prepare(train, holdout_articles=1, negatives=RECIPE,
+                                      holdout_negatives={"share": 0}, seed=7)
+    assert {e.origin for e in no_negatives} == {"original"} and record["holdout"]["synthetic_wanted"] == 0
 
 
 def test_prepare_subsets_are_seeded_and_in_file_order(train):
-    tr, held = prepare(train, max_questions=20, holdout_articles=1, holdout_questions=5, seed=4)
+    tr, held, _ = prepare(train, max_questions=20, holdout_articles=1, holdout_questions=5, seed=4)
     assert len(tr) == 20 and len(held) == 5
     order = {e.id: i for i, e in enumerate(train)}
     assert [order[e.id] for e in tr] == sorted(order[e.id] for e in tr)

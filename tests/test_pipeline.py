@@ -123,6 +123,22 @@ def test_a_model_trains_on_its_own_training_set(smoke_run):
     assert trained_questions("tinybert")["questions"] == len(default)
 
 
+def test_the_training_set_falls_through_to_a_source_it_can_have_and_says_so(smoke_run):
+    folder = smoke_run / "results" / "data" / "train" / "default"
+    source = json.loads((folder / "source.json").read_text())
+    assert source["source"] == "train_tiny" and source["skipped"][0]["source"] == "train_absent"
+    assert "file not found" in source["skipped"][0]["why"]
+    log = (smoke_run / "logs" / "download" / "train-default.log").read_text()
+    assert "source train_absent skipped" in log and "tiny SQuAD slice" in log
+    record = json.loads((folder / "record.json").read_text())
+    train = record["train"]
+    assert train["synthetic_wanted"] > 0 and train["share_wanted"] == 0.4
+    made = train["real_unanswerable"] + sum(train["synthetic"].values())
+    assert made / (train["answerable"] + made) >= 0.4 or train["shortfall"]
+    summary = (smoke_run / "results" / "summary.md").read_text()
+    assert f"trained on {record['summary']}" in summary and record["summary"].startswith("tiny SQuAD slice: ")
+
+
 def test_every_rule_logs(smoke_run):
     logs = {p.relative_to(smoke_run / "logs").parts[0] for p in (smoke_run / "logs").rglob("*.log")}
     assert {"download", "prepare", "tokenize", "train", "predict", "evaluate", "efficiency", "summarize.log"} <= logs

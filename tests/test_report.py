@@ -77,3 +77,24 @@ def test_a_row_says_how_its_own_threshold_was_chosen(tmp_path):
     rule = "abstain on a share of 0.5 of these questions (highest na_prob)"
     (tmp_path / "decision.json").write_text(json.dumps({**decision, "threshold_rule": rule}))
     assert measured_row(entry)["threshold_source"] == rule
+
+
+def test_a_row_says_what_its_model_trained_on_and_its_gap_to_the_best_threshold(tmp_path):
+    import json
+
+    from qabench.report import measured_row, to_markdown
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "training.json").write_text(json.dumps({"data": {"questions": 30}, "wall_s": 60}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"exact": 50.0, "f1": 55.25, "best_f1": 57.0}))
+    (tmp_path / "decision.json").write_text(json.dumps({"threshold": -2.0, "questions_per_s": 10.0}))
+    summary = "offline partial SQuAD 2.0 train: 20 answerable, 4 real unanswerable + 6 synthetic unanswerable"
+    (tmp_path / "record.json").write_text(json.dumps({"summary": summary}))
+    entry = {"metrics": str(tmp_path / "metrics.json"), "decision": str(tmp_path / "decision.json"),
+             "model_dir": str(model_dir), "train_record": str(tmp_path / "record.json"),
+             "model": "m", "variant": "base", "family": "encoder", "eval_set": "dev"}
+    row = measured_row(entry)
+    assert row["train_data"] == summary and row["threshold_gap_f1"] == 1.75
+    markdown = to_markdown([row])
+    assert f"trained on {summary}" in markdown and "| 1.75 |" in markdown

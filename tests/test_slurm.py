@@ -113,17 +113,19 @@ def finished_slurm_jobs(state: Path, run_id: str) -> dict[str, dict[str, str]]:
 def test_every_job_but_download_ran_as_a_completed_slurm_job(slurm_run):
     workdir, output, state = slurm_run
     planned = planned_jobs(output)
-    assert {"download", "prepare_train", "prepare_eval", "tokenize_shard", "feature_manifest", "train", "compress",
-            "predict", "evaluate", "efficiency", "summarize"} == set(planned)
-    # the local rule ran in Snakemake's own process, nothing else did
-    assert output.count("localrule download:") == planned["download"]
-    assert len(re.findall(r"^localrule ", output, re.M)) == planned["download"]
+    assert {"download", "download_train", "prepare_train", "prepare_eval", "tokenize_shard", "feature_manifest",
+            "train", "compress", "predict", "evaluate", "efficiency", "summarize"} == set(planned)
+    # the local rules ran in Snakemake's own process, nothing else did
+    local = planned["download"] + planned["download_train"]
+    assert output.count("localrule download:") + output.count("localrule download_train:") == local
+    assert len(re.findall(r"^localrule ", output, re.M)) == local
 
     # one Slurm log per submitted job: logs/slurm/rule_RULE/[WILDCARDS/]SLURMJOBID.log
     logs = {log.stem: log for log in (workdir / "logs" / "slurm").rglob("*.log")}
     rule_of = {job_id: next(p for p in log.relative_to(workdir / "logs" / "slurm").parts if p.startswith("rule_"))[5:]
                for job_id, log in logs.items()}
-    assert Counter(rule_of.values()) == planned - Counter(download=planned["download"])
+    assert Counter(rule_of.values()) == planned - Counter(download=planned["download"],
+                                                          download_train=planned["download_train"])
     submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", output))
     assert submitted == set(logs)
     for job_id, log in logs.items():

@@ -1,38 +1,62 @@
 """Validate a SQuAD file (v1.1 or v2.0) and flatten it to a parquet table, one row per question.
 
     python workflow_scripts/prepare_examples.py --squad FILE.json[.gz] --out EXAMPLES.parquet \
-        [--holdout-out HOLDOUT.parquet --holdout-articles N [--holdout-questions N]] \
-        [--max-questions N] [--negative KIND=FRACTION ...] [--holdout-negative KIND=FRACTION ...] [--seed S]
+        [--holdout-out HOLDOUT.parquet --holdout-articles N [--holdout-questions N]] [--max-questions N] \
+        [--unanswerable-share S --negative KIND=WEIGHT ...] \
+        [--holdout-unanswerable-share S --holdout-negative KIND=WEIGHT ...] \
+        [--source-info SOURCE.json --record-out RECORD.json] [--seed S]
 
-The held-out set gets the --negative recipe unless --holdout-negative gives it its own.
+Real unanswerable questions count first; synthetic ones of the --negative kinds (split by weight)
+top them up to a share S of all questions. The held-out set gets the same recipe unless the
+--holdout-* options give it its own. --record-out writes what each table holds and where the data
+came from (--source-info: the download step's record).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 from collections import Counter
 from typing import Sequence
 
 from qabench import cli
 from qabench.data import examples_to_frame, load_squad
 from qabench.errors import InputError, run_cli
-from qabench.io import write_parquet
+from qabench.io import read_json, write_json, write_parquet
 from qabench.negatives import KINDS
 from qabench.prepare import prepare
 
 
 def parse_negatives(values: list[str], option: str) -> dict[str, float]:
-    recipe = {}
+    weights = {}
     for value in values:
-        kind, _, fraction = value.partition("=")
+        kind, _, weight = value.partition("=")
         if kind not in KINDS:
             raise InputError(option, f"unknown kind '{kind}' (known: {', '.join(KINDS)})")
         try:
-            recipe[kind] = float(fraction)
+            weights[kind] = float(weight)
         except ValueError:
-            raise InputError(option, f"'{value}' is not KIND=FRACTION") from None
-    return recipe
+            raise InputError(option, f"'{value}' is not KIND=WEIGHT") from None
+        if not math.isfinite(weights[kind]) or weights[kind] < 0:
+            raise InputError(option, f"'{value}': the weight must be a finite number >= 0")
+    return weights
+
+
+def share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a share in [0, 1)")
+    return value
+
+
+def describe(source: dict, record: dict) -> str:
+    """One line for the summary: where the training questions came from and what they hold."""
+    train = record["train"]
+    synthetic = sum(train["synthetic"].values())
+    text = f"{source.get('description', source.get('source', 'unknown source'))}: {train['answerable']:,} answerable, "
+    text += f"{train['real_unanswerable']:,} real unanswerable"
+    return text + (f" + {synthetic:,} synthetic unanswerable" if synthetic else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,28 +67,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--holdout-articles", type=int, default=0)
     parser.add_argument("--holdout-questions", type=int)
     parser.add_argument("--max-questions", type=int)
-    parser.add_argument("--negative", action="append", default=[], help="KIND=FRACTION of answerable questions")
+    parser.add_argument("--unanswerable-share", type=share, default=0.0,
+                        help="top real unanswerable questions up to this share with synthetic ones (default 0: none)")
+    parser.add_argument("--negative", action="append", default=[], help="KIND=WEIGHT: synthetic kinds and their weights")
+    parser.add_argument("--holdout-unanswerable-share", type=share, help="the same for the held-out set")
     parser.add_argument("--holdout-negative", action="append", default=[],
-                        help="KIND=FRACTION for the held-out set only (default: the --negative recipe)")
+                        help="KIND=WEIGHT for the held-out set only (default: the --negative kinds)")
+    parser.add_argument("--source-info", help="the download step's record of the source used")
+    parser.add_argument("--record-out", help="where to write what the tables hold (JSON)")
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args(argv)
     cli.setup()
     if args.holdout_articles > 0 and not args.holdout_out:
         raise InputError("--holdout-articles", "held-out articles need --holdout-out to be written to")
+    source = read_json(args.source_info) if args.source_info else {"source": args.squad}
     examples = load_squad(args.squad)
+    negatives = {"share": args.unanswerable_share, "kinds": parse_negatives(args.negative, "--negative")}
+    holdout_negatives = {
+        "share": negatives["share"] if args.holdout_unanswerable_share is None else args.holdout_unanswerable_share,
+        "kinds": parse_negatives(args.holdout_negative, "--holdout-negative") if args.holdout_negative
+        else negatives["kinds"]}
     try:
-        train, holdout = prepare(examples, max_questions=args.max_questions, holdout_articles=args.holdout_articles,
-                                 holdout_questions=args.holdout_questions,
-                                 negatives=parse_negatives(args.negative, "--negative"),
-                                 holdout_negatives=parse_negatives(args.holdout_negative, "--holdout-negative")
-                                 if args.holdout_negative else None, seed=args.seed)
+        train, holdout, record = prepare(examples, max_questions=args.max_questions,
+                                         holdout_articles=args.holdout_articles, holdout_questions=args.holdout_questions,
+                                         negatives=negatives, holdout_negatives=holdout_negatives, seed=args.seed)
     except ValueError as err:
         raise InputError(args.squad, str(err)) from None
+    record = {"source": source, "summary": describe(source, record), **record}
+    logging.info("training data: %s", record["summary"])
+    for name, table in (("train", record["train"]), ("holdout", record["holdout"])):
+        if table["shortfall"]:
+            logging.warning("%s: %d synthetic negatives short of the %d wanted (the kinds could not rewrite "
+                            "enough questions)", name, table["shortfall"], table["synthetic_wanted"])
     write_parquet(args.out, examples_to_frame(train))
     logging.info("%s: %d rows %s", args.out, len(train), dict(Counter(e.origin for e in train)))
     if args.holdout_out:
         write_parquet(args.holdout_out, examples_to_frame(holdout))
         logging.info("%s: %d rows %s", args.holdout_out, len(holdout), dict(Counter(e.origin for e in holdout)))
+    if args.record_out:
+        write_json(args.record_out, record)
     return 0
 
 

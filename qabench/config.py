@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import jsonschema
@@ -77,9 +78,8 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
     train = config["data"]["train"]
     train.setdefault("holdout_articles", 0)
     _check_train_set("data.train", train, sources, source)
+    _check_names(config, source)
     for name, override in config["data"]["train_sets"].items():
-        if name == "default" or not name.replace("_", "").replace("-", "").isalnum():
-            raise InputError(source, f"data.train_sets: name '{name}' must be letters, digits, - and _, not 'default'")
         _check_train_set(f"data.train_sets.{name}", override, sources, source)
     for name, eval_set in config["data"]["eval_sets"].items():
         if eval_set["source"] not in sources:
@@ -95,8 +95,6 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
     tok = config["tokenize"]
     WindowSpec(tok["max_length"], tok["stride"], tok["max_question_tokens"]).validate(f"{source}: tokenize")
     for name, spec in config["models"].items():
-        if not name.replace("_", "").replace("-", "").isalnum():
-            raise InputError(source, f"models: name '{name}' may hold only letters, digits, - and _")
         if spec["train_set"] != "default" and spec["train_set"] not in config["data"]["train_sets"]:
             raise InputError(source, f"models.{name}.train_set: '{spec['train_set']}' is not 'default' or one of "
                                      f"data.train_sets ({', '.join(config['data']['train_sets']) or 'none configured'})")
@@ -106,6 +104,24 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
                                      f"must be at least {gpus} (it is {batch_size})")
     _check_variants(config, source)
     return config
+
+
+# names become parts of paths (results/, logs/) and of wildcard patterns: ASCII letters, digits, _ and -,
+# not starting with - (it would read as an option)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+RESERVED = {"data.train_sets": "default", "compression": "base"}
+
+
+def _check_names(config: dict, source: str) -> None:
+    data = config["data"]
+    for key, names in (("data.sources", data["sources"]), ("data.train_sets", data["train_sets"]),
+                       ("data.eval_sets", data["eval_sets"]), ("models", config["models"]),
+                       ("compression", config["compression"])):
+        for name in names:
+            if not NAME.fullmatch(name) or name == RESERVED.get(key):
+                reserved = f", not '{RESERVED[key]}'" if key in RESERVED else ""
+                raise InputError(source, f"{key}: name '{name}' must be ASCII letters, digits, _ and - "
+                                         f"(not first){reserved}")
 
 
 def _check_train_set(where: str, spec: dict, sources: dict, config_source: str) -> None:
@@ -130,8 +146,6 @@ def _check_variants(config: dict, source: str) -> None:
     """Every variant a model asks for is configured, applies to its family, and has a usable name."""
     compression = config["compression"]
     for name, options in compression.items():
-        if name == "base" or not name.replace("_", "").replace("-", "").isalnum():
-            raise InputError(source, f"compression: variant name '{name}' must be letters, digits, - and _, not 'base'")
         method = options.setdefault("method", name)
         if method not in METHOD_FAMILIES:
             raise InputError(source, f"compression.{name}: give `method` (one of {', '.join(METHOD_FAMILIES)})")

@@ -25,7 +25,7 @@ rule compress:
     conda:
         model_env
     shell:
-        "python -m workflow_scripts.compress --method {params.method} --base {input.base} --out {output} "
-        "--options '{params.options}' --manifest {input.manifest} --examples {input.train} "
-        "--holdout {input.holdout} --state-dir {params.state_dir} --seed {params.seed} --threads {threads} "
-        "> {log} 2>&1"
+        "python -m workflow_scripts.compress --method {params.method:q} --base {input.base:q} --out {output:q} "
+        "--options {params.options:q} --manifest {input.manifest:q} --examples {input.train:q} "
+        "--holdout {input.holdout:q} --state-dir {params.state_dir:q} --seed {params.seed} --threads {threads} "
+        "> {log:q} 2>&1"

@@ -10,7 +10,7 @@ rule download:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.download {params.source} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.download {params.source} --out {output:q} > {log:q} 2>&1"
 
 
 # a training set's data: the first of its sources that can be had (offline, the official file is
@@ -62,7 +62,7 @@ rule prepare_eval:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.prepare_examples --squad {input} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.prepare_examples --squad {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule tokenize_shard:
@@ -84,9 +84,9 @@ rule tokenize_shard:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m workflow_scripts.tokenize_shard --examples {input} --family {params.family} "
-        "--checkpoint '{params.checkpoint}' --options '{params.options}' {params.window} "
-        "--shard {wildcards.shard} --shards {params.shards} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.tokenize_shard --examples {input:q} --family {params.family:q} "
+        "--checkpoint {params.checkpoint:q} --options {params.options:q} {params.window} "
+        "--shard {wildcards.shard} --shards {params.shards} --out {output:q} > {log:q} 2>&1"
 
 
 rule feature_manifest:
@@ -99,4 +99,4 @@ rule feature_manifest:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.feature_manifest --shards {input} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.feature_manifest --shards {input:q} --out {output:q} > {log:q} 2>&1"

@@ -20,9 +20,9 @@ rule predict:
     conda:
         model_env
     shell:
-        "python -m workflow_scripts.predict --model {input.model} --data {input.examples} "
-        "--out-dir {params.out_dir} --batch-size {params.batch_size} --precision {params.precision} "
-        "--device {params.device} {params.decision} --threads {threads} > {log} 2>&1"
+        "python -m workflow_scripts.predict --model {input.model:q} --data {input.examples:q} "
+        "--out-dir {params.out_dir:q} --batch-size {params.batch_size} --precision {params.precision} "
+        "--device {params.device} {params.decision} --threads {threads} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -38,8 +38,8 @@ rule evaluate:
     conda:
         "../envs/data.yaml"
     shell:
-        "python -m workflow_scripts.evaluate --data {input.data} --predictions {input.predictions} "
-        "--na-probs {input.na_probs} --decision {input.decision} --out {output} > {log} 2>&1"
+        "python -m workflow_scripts.evaluate --data {input.data:q} --predictions {input.predictions:q} "
+        "--na-probs {input.na_probs:q} --decision {input.decision:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule efficiency:
@@ -53,14 +53,15 @@ rule efficiency:
         batch_size=config["efficiency"]["batch_size"],
         torch_threads=config["threads"]["predict"],
         device=config["predict"]["device"],
+        training=lambda wc, input: f"{input.model}/training.json",
     # all cores are claimed so that no other job runs beside the timing
-    threads: workflow.cores
+    threads: lambda wildcards: workflow.cores
     log:
         "logs/efficiency/{model}/{variant}.log",
     conda:
         model_env
     shell:
-        "python -m workflow_scripts.efficiency --model {input.model} --data {input.examples} "
-        "--training {input.model}/training.json --questions {params.questions} "
-        "--batch-size {params.batch_size} --device {params.device} --threads {params.torch_threads} --out {output} "
-        "> {log} 2>&1"
+        "python -m workflow_scripts.efficiency --model {input.model:q} --data {input.examples:q} "
+        "--training {params.training:q} --questions {params.questions} "
+        "--batch-size {params.batch_size} --device {params.device} --threads {params.torch_threads} --out {output:q} "
+        "> {log:q} 2>&1"

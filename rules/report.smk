@@ -22,8 +22,8 @@ rule summarize:
     conda:
         "../envs/report.yaml"
     shell:
-        "python -m workflow_scripts.summarize --rows '{params.rows}' --eval-sets '{params.eval_sets}' "
-        "--markdown {output.markdown} --csv {output.csv} --plots-dir {params.plots_dir} > {log} 2>&1"
+        "python -m workflow_scripts.summarize --rows {params.rows:q} --eval-sets {params.eval_sets:q} "
+        "--markdown {output.markdown:q} --csv {output.csv:q} --plots-dir {params.plots_dir:q} > {log:q} 2>&1"
 
 
 # One target per model (`snakemake --cores 8 model_minilm`): its base and variants trained, scored

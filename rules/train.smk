@@ -23,7 +23,7 @@ rule train:
     conda:
         model_env
     shell:
-        "{params.launch} --manifest {input.manifest} --examples {input.train} "
-        "--holdout {input.holdout} --family {params.family} --checkpoint '{params.checkpoint}' "
-        "--options '{params.options}' --out {output} --state-dir {params.state_dir} {params.train_options} "
-        "--threads {threads} > {log} 2>&1"
+        "{params.launch} --manifest {input.manifest:q} --examples {input.train:q} "
+        "--holdout {input.holdout:q} --family {params.family:q} --checkpoint {params.checkpoint:q} "
+        "--options {params.options:q} --out {output:q} --state-dir {params.state_dir:q} {params.train_options} "
+        "--threads {threads} > {log:q} 2>&1"

@@ -328,3 +328,22 @@ def test_eval_set_abstain_share_is_a_fraction(smoke):
     config.validate(copy.deepcopy(smoke))
     smoke["data"]["eval_sets"]["dev"]["abstain_share"] = 50
     assert "data.eval_sets.dev.abstain_share" in _error(smoke)
+
+
+@pytest.mark.parametrize("name", ["..", "a/b", "", "-x", "x y", "x$(touch y)", "é"])
+@pytest.mark.parametrize("key", ["data.sources", "data.eval_sets", "data.train_sets", "models", "compression"])
+def test_every_name_that_becomes_a_path_is_checked(smoke, key, name):
+    section = smoke
+    for part in key.split("."):
+        section = section[part]
+    if key == "data.sources":
+        section[name] = {"path": "tests/data/dev-tiny.json.gz"}
+    elif key == "data.eval_sets":
+        section[name] = {"source": "dev_tiny"}
+    elif key == "data.train_sets":
+        section[name] = {"max_questions": 10}
+    else:
+        first = next(iter(section))
+        section[name] = copy.deepcopy(section[first])
+    message = _error(smoke)
+    assert f"{key}: name '{name}'" in message

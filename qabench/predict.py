@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from qabench import checkpoints, devices, models, postprocess
 from qabench.batching import pad_batch, sorted_batches
 from qabench.data import Example
 from qabench.features import WindowSpec, tokenize_examples
+from qabench.progress import bar as progress_bar
 
 SETTINGS_FILE = "qabench.json"
 DEFAULT_SETTINGS = {"max_length": 384, "stride": 128, "max_question_tokens": 64,
@@ -70,8 +70,8 @@ def window_logits(model, span_logits, features, pad_id: int, batch_size: int, pr
     autocast = devices.autocast(device_type, devices.resolve_precision(precision, device_type))
     model.eval()
     with torch.inference_mode(), autocast:
-        for batch in tqdm(sorted_batches(lengths, batch_size), desc="predict", unit="batch",
-                          disable=not progress, mininterval=5):
+        for batch in progress_bar(sorted_batches(lengths, batch_size), desc="predict", unit="batch",
+                                  disable=not progress):
             inputs = pad_batch([ids[i] for i in batch], [types[i] for i in batch], pad_id)
             start, end = span_logits(model, inputs)
             start, end = start.float().numpy(), end.float().numpy()

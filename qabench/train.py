@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from qabench import devices
 from qabench.batching import grouped_training_batches, pad_batch, training_width
 from qabench.errors import InputError
 from qabench.io import atomic_path
+from qabench.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,34 @@ def _save_state(state_dir: Path, model, optimizer, scheduler, step: int, rank_rn
         torch.save(state, tmp)
 
 
+def load_state(checkpoint: Path) -> dict:
+    """A resume checkpoint, read as tensors and plain values only (``weights_only``: never unpickles
+    anything else, so a planted or foreign file cannot run code); any problem is one InputError."""
+    try:
+        state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds (UnpicklingError, RuntimeError, EOFError...)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(checkpoint, f"not a readable tensors-only resume state ({type(err).__name__}: {first[:200]}); "
+                                     f"delete {checkpoint.parent} to train from the start") from None
+    if not isinstance(state, dict):
+        raise InputError(checkpoint, f"not a resume state (a {type(state).__name__}); "
+                                     f"delete {checkpoint.parent} to train from the start")
+    return state
+
+
+def _loss_entries(loss_log: Path) -> list[dict]:
+    """The loss log's entries; a line cut short by a kill is dropped."""
+    entries = []
+    for line in loss_log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int):
+            entries.append(entry)
+    return entries
+
+
 def _rng_state(device: torch.device) -> dict:
     return {"cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
@@ -205,21 +233,25 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
     checkpoint = state_dir / "checkpoint.pt"
     loss_log = state_dir / "loss.jsonl"
     if checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        rank_rng = state.get("rank_rng")
-        if rank_rng is not None and len(rank_rng) == world:
-            _set_rng_state(rank_rng[rank], device)
-        elif rank == 0:  # the other ranks of a run resumed on another process count keep fresh streams
-            torch.set_rng_state(state["torch_rng"])
-        step = state["step"]
-        wall_before = state.get("wall_s", 0.0)
+        state = load_state(checkpoint)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            rank_rng = state.get("rank_rng")
+            if rank_rng is not None and len(rank_rng) == world:
+                _set_rng_state(rank_rng[rank], device)
+            elif rank == 0:  # the other ranks of a run resumed on another process count keep fresh streams
+                torch.set_rng_state(state["torch_rng"])
+            step = int(state["step"])
+            wall_before = float(state.get("wall_s", 0.0))
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+            raise InputError(checkpoint, f"resume state that does not fit this training run "
+                                         f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                                         f"delete {state_dir} to train from the start") from None
         log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint)
         if rank == 0 and loss_log.is_file():  # drop entries logged after the checkpoint
-            kept = [l for l in loss_log.read_text().splitlines() if json.loads(l)["step"] <= step]
-            loss_log.write_text("".join(k + "\n" for k in kept))
+            loss_log.write_text("".join(json.dumps(e) + "\n" for e in _loss_entries(loss_log) if e["step"] <= step))
     else:
         if rank == 0:
             loss_log.write_text("")
@@ -241,8 +273,7 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
     tokens_seen = 0
     running = []
     epoch_batches: dict[int, list[np.ndarray]] = {}
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress or rank > 0,
-               mininterval=10)
+    bar = progress_bar(total=total_steps, initial=step, desc="train", unit="step", disable=not progress or rank > 0)
     with open(loss_log, "a") if rank == 0 else contextlib.nullcontext() as log_file:
         while step < total_steps:
             epoch, position = divmod(step, batches_per_epoch)

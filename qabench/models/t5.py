@@ -15,7 +15,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
@@ -28,6 +27,7 @@ from qabench.features import WindowSpec, truncate_questions
 from qabench.metrics import normalize_answer
 from qabench.postprocess import NO_SPAN_SCORE, Answer, decide
 from qabench.predict import PredictionResult
+from qabench.progress import bar as progress_bar
 
 FAMILY = "t5"
 DEFAULT_OPTIONS = {"no_answer_text": "unanswerable", "max_answer_tokens": 32, "num_beams": 1}
@@ -318,8 +318,8 @@ def predict(model, tokenizer, examples: list[Example], settings: dict, batch_siz
     autocast = devices.autocast(device.type, devices.resolve_precision(precision, device.type))
     model.eval()
     with torch.inference_mode(), autocast:
-        for batch in tqdm(sorted_batches(lengths, batch_size), desc="predict", unit="batch",
-                          disable=not progress, mininterval=5):
+        for batch in progress_bar(sorted_batches(lengths, batch_size), desc="predict", unit="batch",
+                                  disable=not progress):
             inputs, mask = (t.to(device) for t in _pad_inputs([windows[i].input_ids for i in batch], pad))
             encoded = model.get_encoder()(input_ids=inputs, attention_mask=mask)
             generated = model.generate(encoder_outputs=encoded, attention_mask=mask, **generate_kwargs).cpu().numpy()

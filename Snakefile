@@ -3,7 +3,10 @@
 import json
 import sys
 
+from pathlib import Path
+
 from qabench.config import train_set, validate as validate_config
+from qabench.download import check_local_sources
 from qabench.errors import InputError
 from qabench.snakemake_env import put_running_interpreter_first
 
@@ -20,6 +23,15 @@ try:
     # relative data paths in a config are relative to this directory, wherever snakemake runs
     config = validate_config(
         config, ", ".join(map(str, workflow.configfiles)) or "config", base_dir=workflow.basedir
+    )
+    # local files that are missing or damaged are refused now, not after hours of other jobs
+    check_local_sources(
+        config["data"]["sources"],
+        eval_sources=sorted({e["source"] for e in config["data"]["eval_sets"].values()
+                             if not Path(f"results/data/raw/{e['source']}.json.gz").exists()}),
+        train_sets={name: train_set(config, name)["sources"]
+                    for name in sorted({m["train_set"] for m in config["models"].values()})
+                    if not Path(f"results/data/train/{name}/source.json.gz").exists()},
     )
 except InputError as err:
     sys.exit(f"error: {err}")

@@ -124,3 +124,30 @@ def fetch_first(out: str | Path, candidates: list[dict], mirrors: list[str] | No
         return {"source": spec["name"], "origin": origin, "sha256": content_sha256(out), "skipped": skipped}
     tried = "; ".join(f"{s['source']}: {s['why']}" for s in skipped)
     raise InputError("data sources", f"none of {', '.join(c['name'] for c in candidates)} can be had ({tried})")
+
+
+def check_local_sources(sources: dict, eval_sources: list[str], train_sets: dict[str, list[str]]) -> None:
+    """Refuse, before any job runs, local sources that cannot be used: an eval set's `path:` file that is
+    missing, a training set (name -> its sources in order) none of whose sources could be had, an
+    existing `path:` file whose sha256 is wrong. The caller leaves out what is already fetched."""
+    for name in eval_sources:
+        _check_path_source(name, sources[name], required=True)
+    for train_set, names in train_sets.items():
+        if not any([_check_path_source(n, sources[n], required=False) for n in names]):
+            where = "data.train" if train_set == "default" else f"data.train_sets.{train_set}"
+            raise InputError(where, f"none of its sources ({', '.join(names)}) can be had here: put one of "
+                                    "their files in place, or add a source with a `url`")
+
+
+def _check_path_source(name: str, spec: dict, required: bool) -> bool:
+    """Whether the source might be had (a URL might; a path must exist); a wrong checksum is an error."""
+    if "path" not in spec:
+        return True
+    path = Path(spec["path"])
+    if not path.is_file():
+        if required:
+            raise InputError(path, f"data.sources.{name}: file not found; put the SQuAD file there or change its `path`")
+        return False
+    if spec.get("sha256"):
+        _check(path, spec["sha256"], f"{path} (data.sources.{name})")
+    return True

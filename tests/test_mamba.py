@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import huggingface_hub.constants
 import numpy as np
 import pytest
@@ -222,26 +224,91 @@ def test_tokenizer_without_separators_gets_cls_and_sep(tmp_path):
 
 
 def test_selective_scan_matches_the_transformers_reference(monkeypatch):
-    from transformers.models.mamba import modeling_mamba
+    """Through transformers' own layers: a backbone with our scan swapped in against the same backbone
+    on transformers' reference scan (whatever form the installed version gives it), outputs and grads."""
+    from transformers import MambaConfig, MambaModel
 
     torch.manual_seed(0)
-    b, d, n, length = 2, 6, 4, 9
-    args = [torch.randn(b, d, length), torch.randn(b, d, length), -torch.rand(d, n) * 3,
-            torch.randn(b, n, length), torch.randn(b, n, length)]
-    extra = [torch.randn(d), torch.randn(b, d, length), torch.randn(d)]
-    leaves = [t.requires_grad_() for t in args + extra]
+    config = MambaConfig(vocab_size=50, hidden_size=8, state_size=4, num_hidden_layers=2, expand=2, conv_kernel=3)
+    backbone = MambaModel(config).train()
+    ids = torch.randint(0, 50, (2, 9))
+    one_step = 2 * config.intermediate_size * config.state_size * 4  # bytes of a float32 step
+
+    def run(swap: bool):
+        out = backbone(input_ids=ids, use_cache=False).last_hidden_state
+        if swap:
+            assert calls, "our scan did not run"
+        grads = torch.autograd.grad(out.square().sum(), list(backbone.parameters()))
+        return out, *grads
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return mamba.selective_scan(*args, **kwargs)
+
+    reference = run(False)
+    assert not calls
     outputs = []
-    one_step = b * d * n * 4  # bytes of a float32 step
-    runs = [(modeling_mamba.mamba_selective_scan.__wrapped__, mamba.SCAN_CHUNK_BYTES),
-            (mamba.selective_scan, mamba.SCAN_CHUNK_BYTES), (mamba.selective_scan, 4 * one_step)]
-    for scan, chunk_bytes in runs:
+    for chunk_bytes in (mamba.SCAN_CHUNK_BYTES, 4 * one_step):
         monkeypatch.setattr(mamba, "SCAN_CHUNK_BYTES", chunk_bytes)
-        out = scan(*args, D=extra[0], z=extra[1], delta_bias=extra[2], delta_softplus=True)
-        grads = torch.autograd.grad(out.square().sum(), leaves)
-        outputs.append((out, *grads))
-    for ours, chunked, reference in zip(outputs[1], outputs[2], outputs[0]):
-        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(chunked, reference, rtol=1e-5, atol=1e-5)
+        with mamba._swapped_scan(counted):
+            outputs.append(run(True))
+    for ours, chunked, expected in zip(*outputs, reference):
+        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-5)
+
+
+@BOTH
+def test_training_runs_our_scan(windows, tokenizer, monkeypatch, bidirectional):
+    """On the installed (locked) transformers, a training step of a tiny Mamba runs our scan in every layer
+    of every direction, and never transformers' reference one."""
+    from transformers.models.mamba import modeling_mamba
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    def reference_called(*args, **kwargs):
+        raise AssertionError("transformers' reference scan ran")
+
+    original = mamba.selective_scan
+    monkeypatch.setattr(mamba, "selective_scan", counted)
+    monkeypatch.setattr(modeling_mamba, mamba.SCAN_NAME, reference_called)
+    model, _, _ = mamba.build(TINY_MAMBA, seed=3, options={"bidirectional": bidirectional})
+    batch = pad_batch(list(windows["input_ids"][:2]), list(windows["token_type_ids"][:2]), tokenizer.pad_token_id)
+    model.train()
+    start, end = mamba.span_logits(model, batch)
+    (start.float().logsumexp(1) + end.float().logsumexp(1)).sum().backward()
+    layers = TINY_MAMBA["random_init"]["num_hidden_layers"] * (2 if bidirectional else 1)
+    assert len(calls) == layers
+    assert getattr(modeling_mamba, mamba.SCAN_NAME) is reference_called  # swapped back after the step
+
+
+@pytest.fixture
+def fresh_hook_check():
+    mamba.check_scan_hook.cache_clear()
+    yield
+    mamba.check_scan_hook.cache_clear()
+
+
+@pytest.mark.parametrize("name, problem", [("mamba_selective_state_update", "ran it 0 of 2 times"),
+                                           ("no_such_scan", "there is no such function")])
+def test_a_hook_that_misses_stops_with_the_transformers_version(monkeypatch, fresh_hook_check, name, problem):
+    """A transformers whose layers no longer call the function we swap: one line, naming the version."""
+    import transformers
+
+    monkeypatch.setattr(mamba, "SCAN_NAME", name)
+    with pytest.raises(InputError, match=f"^transformers {re.escape(transformers.__version__)}: .*{problem}"):
+        mamba.build(TINY_MAMBA, seed=0)
+    with pytest.raises(InputError, match=problem):
+        mamba.load("no-such-dir")
+
+
+def test_the_hook_check_passes_on_the_installed_transformers(fresh_hook_check):
+    mamba.check_scan_hook()
 
 
 @pytest.mark.parametrize("chunk_steps", [1, 4, 100])

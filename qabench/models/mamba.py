@@ -106,13 +106,18 @@ def _kernel_packages() -> tuple[str, ...]:
     return tuple(found)
 
 
+def _kernels_in_use(model: MambaSpanModel) -> tuple[str, ...]:
+    """The kernel packages transformers calls for ``model``: they only count (and only work) on CUDA."""
+    return _kernel_packages() if next(model.parameters()).device.type == "cuda" else ()
+
+
 def kernel_path(model: MambaSpanModel) -> str:
     """Which Mamba implementation runs: "cuda kernels" (mamba-ssm + causal-conv1d) or "pure pytorch".
 
     transformers binds the kernel packages when they import and calls them for every tensor, so they
     only count (and only work) with the model on CUDA.
     """
-    found = _kernel_packages() if next(model.parameters()).device.type == "cuda" else ()
+    found = _kernels_in_use(model)
     if len(found) == 2:
         return "cuda kernels"
     if found:
@@ -227,18 +232,69 @@ def _per_step_matmul(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return out.view(*lead, *out.shape[1:])
 
 
+# The hook: transformers' Mamba layers run their pure-PyTorch selective scan by calling this module-level
+# function of transformers.models.mamba.modeling_mamba (looked up when called), whose backward costs
+# O(length^2). It is private API, so check_scan_hook() proves on the installed version that swapping it
+# reaches the layers (checked with transformers 5.17 and 5.25: 5.25 wraps it in a `kernels` Func module,
+# and still looks it up by name).
+SCAN_NAME = "mamba_selective_scan"
+
+
 @contextmanager
-def _linear_time_scan(model: MambaSpanModel):
-    """Swap our scan in for transformers' reference one while ``model`` runs without mamba-ssm's kernel."""
-    if "mamba_ssm" in kernel_path(model):
-        yield
-        return
-    original = modeling_mamba.mamba_selective_scan
-    modeling_mamba.mamba_selective_scan = selective_scan
+def _swapped_scan(scan):
+    original = getattr(modeling_mamba, SCAN_NAME)
+    setattr(modeling_mamba, SCAN_NAME, scan)
     try:
         yield
     finally:
-        modeling_mamba.mamba_selective_scan = original
+        setattr(modeling_mamba, SCAN_NAME, original)
+
+
+@contextmanager
+def _linear_time_scan(model: MambaSpanModel):
+    """Swap our scan in for transformers' reference one while ``model`` runs without mamba-ssm's kernel."""
+    if "mamba_ssm" in _kernels_in_use(model):
+        yield
+        return
+    check_scan_hook()
+    with _swapped_scan(selective_scan):
+        yield
+
+
+@functools.cache
+def check_scan_hook() -> None:
+    """Raise InputError, naming the transformers version, unless swapping ``SCAN_NAME`` makes a Mamba
+    layer run our scan, in training and in eval mode (a one-layer model on the CPU, once per process)."""
+    import transformers
+
+    where = f"transformers {transformers.__version__}"
+    expected = (f"qabench.models.mamba expects its MambaMixer to run modeling_mamba.{SCAN_NAME} (the reference "
+                f"selective scan, which it swaps for a linear-time one; checked with 5.17 and 5.25)")
+    if not callable(getattr(modeling_mamba, SCAN_NAME, None)):
+        raise InputError(where, f"{expected}, but there is no such function; install the locked transformers "
+                                f"(./setup.sh) or adapt qabench/models/mamba.py")
+    calls = []
+
+    def counting_scan(*args, **kwargs):
+        calls.append(1)
+        return selective_scan(*args, **kwargs)
+
+    config = MambaConfig(vocab_size=8, hidden_size=4, state_size=2, num_hidden_layers=1, expand=2, conv_kernel=2)
+    ids = torch.tensor([[1, 2, 3]])
+    try:
+        # whatever mode the caller is in: its random stream stays as it was, no autocast, no inference mode
+        with torch.random.fork_rng(devices=[]), torch.autocast("cpu", enabled=False), torch.inference_mode(False):
+            probe = MambaModel(config)
+            for training in (True, False):
+                probe.train(training)
+                with _swapped_scan(counting_scan), torch.set_grad_enabled(training):
+                    probe(input_ids=ids, use_cache=False)
+    except Exception as err:  # noqa: BLE001 - whatever broke, it is this version's layers against our hook
+        raise InputError(where, f"{expected}; a probe forward with it failed ({type(err).__name__}: {err}); "
+                                f"install the locked transformers (./setup.sh) or adapt qabench/models/mamba.py") from None
+    if len(calls) != 2:
+        raise InputError(where, f"{expected}, but the layers ran it {len(calls)} of 2 times with it swapped; "
+                                f"install the locked transformers (./setup.sh) or adapt qabench/models/mamba.py")
 
 
 def _options(options: dict | None) -> dict:
@@ -316,6 +372,7 @@ def build(checkpoint: str | dict, seed: int, options: dict | None = None):
     own random init.
     """
     opts = _options(options)
+    check_scan_hook()
     tokenizer = load_tokenizer(checkpoint, opts)
     torch.manual_seed(seed)
     if isinstance(checkpoint, dict):
@@ -362,6 +419,7 @@ def save(model: MambaSpanModel, tokenizer, out_dir) -> None:
 def load(model_dir) -> tuple[MambaSpanModel, object]:
     """A directory written by ``save``, in eval mode."""
     root = Path(model_dir)
+    check_scan_hook()
     try:
         meta = json.loads((root / META_FILE).read_text())
     except FileNotFoundError:

@@ -304,7 +304,8 @@ OVERLAYS = {"variants-cpu.yaml": ["config.yaml"],
             "families-cpu.yaml": ["config.yaml", "configs/variants-cpu.yaml"],
             "gpu.yaml": ["config.yaml"],
             "minilm-full.yaml": ["config.yaml"],
-            "abstain-share.yaml": ["config.yaml"]}
+            "abstain-share.yaml": ["config.yaml"],
+            "int8-cpu.yaml": ["config.yaml"]}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml",

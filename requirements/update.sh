@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates the locks from pyproject.toml's ranges (with the test extra, requirements/tools.in and
-# the hold-backs in requirements/constraints.txt), for Python 3.11 on Linux x86_64:
+# Regenerates the locks from pyproject.toml's ranges (with the test extra, requirements/tools.in, the
+# hold-backs in requirements/constraints.txt and the torch build in requirements/{cpu,cuda}-torch.txt),
+# for Python 3.11 on Linux x86_64:
 #   cpu.lock      torch 2.13.0+cpu from PyTorch's CPU index (https://download.pytorch.org/whl/cpu),
 #                 everything else from PyPI                                  (./setup.sh, the default)
 #   cuda.lock     torch 2.13.0 from PyPI (its CUDA build) with its nvidia-* and triton wheels, the rest
@@ -45,17 +46,15 @@ compile() {  # compile OUT [uv options...]: the lock with a header saying how it
     { printf '%s\n' "$header"; cat "$work/$out"; } >"requirements/$out"
 }
 
-echo 'torch==2.13.0+cpu' >"$work/cpu-torch.txt"
 compile cpu.lock "# Python 3.11, Linux x86_64, CPU torch: torch==2.13.0+cpu from PyTorch's CPU index
 # (https://download.pytorch.org/whl/cpu), everything else from PyPI. Made by requirements/update.sh
 # from pyproject.toml; installed by ./setup.sh (pip install --require-hashes --no-deps)." \
-    "${common[@]}" -c "$work/cpu-torch.txt" --find-links "$TORCH_CPU_FIND_LINKS" pyproject.toml requirements/tools.in
+    "${common[@]}" -c requirements/cpu-torch.txt --find-links "$TORCH_CPU_FIND_LINKS" pyproject.toml requirements/tools.in
 
-echo 'torch==2.13.0' >"$work/cuda-torch.txt"
 compile cuda.lock "# Python 3.11, Linux x86_64, CUDA torch: every package from PyPI, whose torch==2.13.0 is the
 # CUDA 13 build (with its nvidia-* and triton wheels). Made by requirements/update.sh from
 # pyproject.toml; installed by ./setup.sh --cuda, and pinned into envs/*.yaml." \
-    "${common[@]}" -c "$work/cuda-torch.txt" pyproject.toml requirements/tools.in
+    "${common[@]}" -c requirements/cuda-torch.txt pyproject.toml requirements/tools.in
 
 "$PYTHON" - >"$work/weights.in" <<'EOF'
 import tomllib

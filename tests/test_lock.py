@@ -72,6 +72,9 @@ def test_weights_lock_is_the_weights_extra_alone():
 
 def test_torch_builds_and_the_locks_agree_on_everything_else():
     cpu, cuda = lock("cpu"), lock("cuda")
+    for flavour, entries in (("cpu", cpu), ("cuda", cuda)):
+        wanted = (REQUIREMENTS / f"{flavour}-torch.txt").read_text().splitlines()[-1]
+        assert f"torch=={entries['torch'].version}" == wanted
     assert cpu["torch"].version == "2.13.0+cpu" and cuda["torch"].version == "2.13.0"
     assert set(cpu) <= set(cuda)
     for name in set(cpu) - {"torch"}:

@@ -167,7 +167,7 @@ class _Imports(ast.NodeVisitor):
         self.internal: dict[str | None, set[str]] = {}
         self.external: dict[str | None, set[str]] = {}
         self.dynamic: dict[str | None, set[str]] = {}  # packages whose submodules importlib picks by name
-        self.names: set[str] = set()  # every name and attribute the module uses
+        self.names: dict[str | None, set[str]] = {}  # names and attributes used, per scope
 
     def _add(self, module: str):
         top = module.split(".")[0]
@@ -207,10 +207,10 @@ class _Imports(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Name(self, node):
-        self.names.add(node.id)
+        self.names.setdefault(self.scopes[-1], set()).add(node.id)
 
     def visit_Attribute(self, node):
-        self.names.add(node.attr)
+        self.names.setdefault(self.scopes[-1], set()).add(node.attr)
         self.generic_visit(node)
 
 
@@ -230,7 +230,7 @@ def third_party_imports(script: str, loads_compression: bool) -> set[str]:
     """Top-level names of the packages that ``workflow_scripts.script`` can import.
 
     A module counts once imported, with its parent packages; an import inside a function counts when a
-    reached module uses the function's name. ``importlib.import_module(f"qabench.models.{name}")``
+    reached module uses the function's name outside that function. ``importlib.import_module(f"qabench.models.{name}")``
     reaches every family; the compression methods are only reached by jobs on a compressed variant.
     """
     reached, external = set(), set()
@@ -246,11 +246,12 @@ def third_party_imports(script: str, loads_compression: bool) -> set[str]:
             info = module_imports(module)
             todo += info.internal.get(None, ())
             external |= info.external.get(None, set())
-        names = set().union(*(module_imports(m).names for m in reached))
         for module in list(reached):
             info = module_imports(module)
             for scope in set(info.internal) | set(info.external) | set(info.dynamic):
-                if scope is None or scope not in names:
+                if scope is None or not any(scope in used for m in reached
+                                            for where, used in module_imports(m).names.items()
+                                            if (m, where) != (module, scope)):
                     continue
                 todo += info.internal.get(scope, ())
                 external |= info.external.get(scope, set())

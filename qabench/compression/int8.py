@@ -17,25 +17,35 @@ Three backends:
   ``bnb.nn.Linear8bitLt`` (LLM.int8: int8 weights, fp16 outlier columns). Exercised here on CPU
   only (bitsandbytes >= 0.45 runs it there); the CUDA path is untested.
 
-The quantized module is stored whole (``torch.save``, so the file holds the int8 weights) with
-the tokenizer beside it. Loading needs the same torch/transformers versions (a pickle). The
-abstain threshold is the base's: nothing is retrained, so it is not re-tuned.
+The directory holds tensors and JSON only, never a pickle: ``int8_weights.safetensors`` (every
+int8 weight as its int8 values with its scales and zero points, the float tensors as they are; what
+is what is in the file's metadata) beside the float architecture's configuration and tokenizer files,
+as the family saves them less their weight files. ``load`` rebuilds the float model from that
+configuration (random weights), quantizes it with the recorded options, which gives the right module
+types and shapes, and puts the stored tensors in place. A directory of the older format, a pickled
+module (``int8_model.pt``) or exported program (``int8_program.pt2``), is refused, never unpickled.
+The abstain threshold is the base's: nothing is retrained, so it is not re-tuned.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
 import torch._inductor.config
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoTokenizer
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
-from qabench import models
+from qabench import checkpoints, models
 from qabench.compression import with_defaults
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
@@ -53,9 +63,12 @@ DEFAULT_OPTIONS = {
     "per_channel": True,           # dynamic backend: a scale per output row rather than per matrix
     "engine": None,                # dynamic backend: torch's quantized engine (x86, fbgemm, onednn); None: torch's default
 }
-MODULE_FILE = "int8_model.pt"
-PROGRAM_FILE = "int8_program.pt2"  # the inductor backend's exported program
-FORMAT_VERSION = 1
+WEIGHTS_FILE = "int8_weights.safetensors"
+FORMAT_VERSION = 2
+# format 1 stored pickles (a whole module, or an exported program); they are refused, never loaded
+OLD_FILES = ("int8_model.pt", "int8_program.pt2")
+# files of a family's saved directory that hold weights: the int8 directory keeps the rest (configuration, tokenizer)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pt2", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack")
 BACKENDS = ("dynamic", "inductor", "bitsandbytes")
 CPU_BACKENDS = ("dynamic", "inductor")
 # Modules whose ``.weight`` the model reads directly (Mamba's slow path does ``dt_proj.weight @ x``);
@@ -268,14 +281,237 @@ def quantize(model: nn.Module, options: dict) -> tuple[nn.Module, int]:
     return quantize_bitsandbytes(model, options["device"])
 
 
-def save(model: nn.Module | torch.export.ExportedProgram, tokenizer, out_dir: str | Path) -> None:
+def _is_weight_file(path: Path) -> bool:
+    return path.name.endswith(WEIGHT_SUFFIXES) or path.name.endswith(".index.json")
+
+
+def write_architecture(family: str, model: nn.Module, tokenizer, out_dir: str | Path) -> None:
+    """What the family saves for the float ``model``, less its weight files: the configuration ``load``
+    rebuilds the architecture from, and the tokenizer."""
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="int8-architecture-") as tmp:
+        models.family(family).save(model, tokenizer, tmp)
+        for path in sorted(Path(tmp).rglob("*")):
+            if path.is_file() and not _is_weight_file(path):
+                target = out_dir / path.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+
+
+def float_architecture(model_dir: str | Path, family: str) -> nn.Module:
+    """The float model that ``model_dir``'s configuration files describe, with random weights (``load``
+    quantizes it and replaces every weight)."""
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, MambaConfig, MambaModel, T5Config
+    from transformers import T5ForConditionalGeneration
+
+    from qabench.models import lstm, mamba
+
+    model_dir = Path(model_dir)
+    try:
+        if family == "encoder":
+            return AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(str(model_dir)))
+        if family == "t5":
+            return T5ForConditionalGeneration(T5Config.from_pretrained(str(model_dir)))
+        if family == "lstm":
+            return lstm.architecture(model_dir)[0]
+        if family == "mamba":
+            meta = json.loads((model_dir / mamba.META_FILE).read_text())
+            backbones = [MambaModel(MambaConfig.from_pretrained(str(model_dir / part)))
+                         for part in (mamba.FORWARD_DIR, mamba.BACKWARD_DIR)[: 2 if meta.get("bidirectional") else 1]]
+            return mamba.MambaSpanModel(*backbones)
+    except InputError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise InputError(model_dir, f"the int8 model's configuration files are missing or damaged "
+                                    f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    raise InputError(model_dir / "qabench.json", f"int8 does not apply to the {family} family "
+                                                 f"(it applies to {', '.join(FAMILIES)})")
+
+
+# -------------------------------------------------------- int8 weights as plain tensors (safetensors)
+
+
+def _put_qtensor(tensors: dict, qtensors: dict, key: str, q: torch.Tensor) -> None:
+    """A quantized tensor as its integer values, scales and zero points (plain tensors)."""
+    tensors[f"{key}.values"] = q.int_repr().contiguous()
+    if q.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        tensors[f"{key}.scale"] = torch.tensor([q.q_scale()], dtype=torch.float64)
+        tensors[f"{key}.zero_point"] = torch.tensor([q.q_zero_point()], dtype=torch.int64)
+        qtensors[key] = {"scheme": "per_tensor"}
+    else:
+        tensors[f"{key}.scale"] = q.q_per_channel_scales().contiguous()
+        tensors[f"{key}.zero_point"] = q.q_per_channel_zero_points().contiguous()
+        qtensors[key] = {"scheme": "per_channel", "axis": int(q.q_per_channel_axis())}
+
+
+def _get_qtensor(tensors: dict, qtensors: dict, key: str) -> torch.Tensor:
+    """The quantized tensor ``_put_qtensor`` stored (qint8 from int8 values, quint8 from uint8)."""
+    entry = qtensors[key]
+    values, scale, zero_point = (tensors[f"{key}.{part}"] for part in ("values", "scale", "zero_point"))
+    if values.dtype not in (torch.int8, torch.uint8):
+        raise ValueError(f"{key}: quantized values must be int8 or uint8, found {values.dtype}")
+    if entry["scheme"] == "per_tensor":
+        return torch._make_per_tensor_quantized_tensor(values, float(scale[0]), int(zero_point[0]))
+    return torch._make_per_channel_quantized_tensor(values, scale, zero_point, int(entry["axis"]))
+
+
+def _quantized_modules(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
+    """The torch.ao int8 modules of ``model`` by name, with their kind."""
+    from torch.ao.nn import quantized as nnq
+    from torch.ao.nn.quantized import dynamic as nnqd
+
+    kinds = ((nnqd.Linear, "linear"), (nnqd.LSTM, "lstm"), (nnq.Embedding, "embedding"))
+    found = {}
+    for name, module in model.named_modules():
+        for kind_type, kind in kinds:
+            if type(module) is kind_type:
+                found[name] = (kind, module)
+    return found
+
+
+def _storage_key(t: torch.Tensor) -> tuple:
+    return (t.device.type, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+
+
+def int8_state(model: nn.Module | torch.export.ExportedProgram) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every tensor ``load`` needs, as plain tensors, and the layout that says what they are."""
+    tensors: dict[str, torch.Tensor] = {}
+    if isinstance(model, torch.export.ExportedProgram):
+        layout = {"format": FORMAT_VERSION, "kind": "program", "state": sorted(model.state_dict),
+                  "constants": sorted(model.constants)}
+        for name, value in [*model.state_dict.items(), *model.constants.items()]:
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"the int8 program's {name} is a {type(value).__name__}, not a tensor")
+            tensors[name] = value.detach().cpu().contiguous().clone()
+        return tensors, layout
+    quantized = _quantized_modules(model)
+    qtensors: dict[str, dict] = {}
+    for name, (kind, module) in quantized.items():
+        if kind == "linear":
+            _put_qtensor(tensors, qtensors, f"{name}.weight", module.weight())
+            if module.bias() is not None:
+                tensors[f"{name}.bias"] = module.bias().detach().contiguous()
+        elif kind == "lstm":
+            for key, weight in module.get_weight().items():
+                _put_qtensor(tensors, qtensors, f"{name}.{key}", weight)
+            for key, bias in module.get_bias().items():
+                if bias is not None:
+                    tensors[f"{name}.{key}"] = bias.detach().contiguous()
+        else:
+            _put_qtensor(tensors, qtensors, f"{name}.weight", module.weight())
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    prefixes = tuple(f"{name}." for name in quantized)
+    for key, value in model.state_dict(keep_vars=False).items():
+        if key.startswith(prefixes):
+            continue  # the int8 modules' packed state, stored above as plain tensors
+        if not isinstance(value, torch.Tensor) or value.is_quantized:
+            raise TypeError(f"int8 cannot store {key} ({type(value).__name__}) as a plain tensor")
+        identity = _storage_key(value)
+        if identity in seen:  # a tied weight (one tensor under several names): stored once
+            aliases[key] = seen[identity]
+            continue
+        seen[identity] = key
+        tensors[key] = value.detach().cpu().contiguous()
+    shared = {}
+    for key, value in tensors.items():  # distinct tensors that share memory: safetensors wants copies
+        pointer = value.untyped_storage().data_ptr()
+        if pointer in shared:
+            tensors[key] = value.clone()
+        shared.setdefault(pointer, key)
+    layout = {"format": FORMAT_VERSION, "kind": "module", "quantized": {n: k for n, (k, _) in quantized.items()},
+              "qtensors": qtensors, "aliases": aliases}
+    return tensors, layout
+
+
+def save(model: nn.Module | torch.export.ExportedProgram, out_dir: str | Path) -> None:
+    """The quantized model's tensors into ``out_dir/int8_weights.safetensors`` (its layout in the metadata).
+    ``write_architecture`` writes the configuration and tokenizer beside it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(model, torch.export.ExportedProgram):
-        torch.export.save(model, out_dir / PROGRAM_FILE)
-    else:
-        torch.save({"format": FORMAT_VERSION, "model": model}, out_dir / MODULE_FILE)
-    tokenizer.save_pretrained(out_dir)
+    tensors, layout = int8_state(model)
+    save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata={"qabench_int8": json.dumps(layout)})
+
+
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise InputError(path, f"damaged int8 weights, not a readable safetensors file "
+                               f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    try:
+        layout = json.loads(metadata["qabench_int8"])
+        if not isinstance(layout, dict) or layout.get("kind") not in ("module", "program"):
+            raise ValueError("unknown kind")
+    except (KeyError, ValueError):
+        raise InputError(path, "no int8 layout in its metadata (not written by qabench's int8 variant)") from None
+    if layout.get("format") != FORMAT_VERSION:
+        raise InputError(path, f"int8 weights of format {layout.get('format')!r}, this qabench reads format "
+                               f"{FORMAT_VERSION}; delete {path.parent} and rerun snakemake to rebuild it")
+    return tensors, layout
+
+
+def _put_state(model: nn.Module, tensors: dict[str, torch.Tensor], layout: dict) -> None:
+    """Load what ``int8_state`` stored into a freshly quantized ``model`` of the same architecture."""
+    quantized = _quantized_modules(model)
+    expected = layout["quantized"]
+    if {n: k for n, (k, _) in quantized.items()} != expected:
+        raise ValueError(f"its int8 layers ({len(expected)}) are not those of the architecture its "
+                         f"configuration describes ({len(quantized)})")
+    qtensors = layout["qtensors"]
+
+    def same_shape(stored: torch.Tensor, current: torch.Tensor, key: str) -> torch.Tensor:
+        if tuple(stored.shape) != tuple(current.shape):
+            raise ValueError(f"{key} has shape {tuple(stored.shape)}, the architecture {tuple(current.shape)}")
+        return stored
+
+    for name, (kind, module) in quantized.items():
+        if kind == "linear":
+            weight = same_shape(_get_qtensor(tensors, qtensors, f"{name}.weight"), module.weight(), f"{name}.weight")
+            bias = tensors.get(f"{name}.bias")
+            if (bias is None) != (module.bias() is None):
+                raise ValueError(f"{name}.bias is {'missing' if bias is None else 'not expected'}")
+            module.set_weight_bias(weight, None if bias is None else same_shape(bias, module.bias(), f"{name}.bias"))
+        elif kind == "lstm":
+            current = {**module.get_weight(), **module.get_bias()}
+            values = {}
+            for key, tensor in current.items():
+                stored = (_get_qtensor(tensors, qtensors, f"{name}.{key}") if key in module.get_weight()
+                          else tensors[f"{name}.{key}"])
+                values[key] = same_shape(stored, tensor, f"{name}.{key}")
+            module.set_weight_bias(values)
+        else:
+            module.set_weight(same_shape(_get_qtensor(tensors, qtensors, f"{name}.weight"), module.weight(),
+                                         f"{name}.weight"))
+    prefixes = tuple(f"{name}." for name in quantized)
+    # the int8 modules' own state as now set (their loaders need every key of it and the state dict's
+    # version metadata), with the stored plain tensors in place of the random ones
+    state = model.state_dict()
+    plain = {key: tensors[key] for key in tensors if not key.startswith(prefixes)}
+    plain.update({alias: tensors[key] for alias, key in layout["aliases"].items()})
+    missing = sorted(key for key in state if not key.startswith(prefixes) and key not in plain)
+    unexpected = sorted(set(plain) - set(state))
+    if missing or unexpected:
+        raise ValueError(f"tensors missing {missing[:3]}, unexpected {unexpected[:3]}")
+    state.update(plain)
+    model.load_state_dict(state, strict=True)
+
+
+def _put_program_state(program: torch.export.ExportedProgram, tensors: dict[str, torch.Tensor],
+                       layout: dict) -> None:
+    """Replace the tensors of a freshly quantized program with the stored ones (same graph, same names)."""
+    targets = {**program.state_dict, **program.constants}
+    if set(targets) != set(layout["state"]) | set(layout["constants"]) or set(tensors) != set(targets):
+        raise ValueError("its tensors are not those of the graph its configuration gives")
+    with torch.no_grad():
+        for name, target in targets.items():
+            stored = tensors[name]
+            if stored.shape != target.shape or stored.dtype != target.dtype:
+                raise ValueError(f"{name} is {stored.dtype} {tuple(stored.shape)}, the graph's "
+                                 f"{target.dtype} {tuple(target.shape)}")
+            target.copy_(stored)
 
 
 def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = None, seed: int = 0,
@@ -296,9 +532,15 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
                                    "(use the dynamic backend)")
     model, tokenizer, _ = load_model(base_dir)
     params = sum(p.numel() for p in model.parameters())
-    t0 = time.perf_counter()
-    quantized, quantized_weights = quantize(model, options)
-    wall = time.perf_counter() - t0
+    architecture = Path(tempfile.mkdtemp(prefix="int8-architecture-"))
+    try:
+        write_architecture(family, model, tokenizer, architecture)  # before bitsandbytes swaps the Linears
+        t0 = time.perf_counter()
+        quantized, quantized_weights = quantize(model, options)
+        wall = time.perf_counter() - t0
+    except BaseException:
+        shutil.rmtree(architecture, ignore_errors=True)
+        raise
     settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "compression": {"method": METHOD, **options},
                 "threshold_source": f"{base_settings.get('threshold_source', 'the base')}; kept from the base "
                                     "(int8 does not retrain, so the threshold is not re-tuned)"}
@@ -308,48 +550,66 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
               "base_size_mb": disk_size_mb(base_dir)}
 
     def write(tmp: Path) -> None:
-        save(quantized, tokenizer, tmp)
+        shutil.copytree(architecture, tmp, dirs_exist_ok=True)
+        save(quantized, tmp)
         record["size_mb"] = disk_size_mb(tmp)
         record["size_ratio"] = round(record["size_mb"] / record["base_size_mb"], 3)
 
-    save_model_dir(out_dir, write, settings, record)
+    try:
+        save_model_dir(out_dir, write, settings, record)
+    finally:
+        shutil.rmtree(architecture, ignore_errors=True)
 
 
 def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
-    """The quantized model (eval mode, on the device it was made for) and its tokenizer. A dynamic
-    model's weights are re-packed on load for torch's quantized engine, so this sets the engine the
-    model was made with for the whole process (a predict or benchmark process runs one model)."""
+    """The quantized model (eval mode, on the device it was made for) and its tokenizer, from tensors
+    and JSON only. A dynamic model's weights are packed for torch's quantized engine, so this sets the
+    engine the model was made with for the whole process (a predict or benchmark process runs one model)."""
     model_dir = Path(model_dir)
-    if (model_dir / PROGRAM_FILE).is_file():
-        return _load_inductor(model_dir, settings.get("max_length", DEFAULT_SETTINGS["max_length"]))
-    path = model_dir / MODULE_FILE
+    for name in OLD_FILES:
+        if (model_dir / name).exists():
+            raise InputError(model_dir / name, "an int8 model pickled by an older qabench; pickles are never loaded "
+                                               f"(they can run any code): delete {model_dir} and rerun snakemake "
+                                               "(or workflow_scripts.compress --method int8) to rebuild it")
+    path = model_dir / WEIGHTS_FILE
     if not path.is_file():
-        raise InputError(model_dir, f"not an int8 model directory (no {MODULE_FILE} or {PROGRAM_FILE})")
-    device = settings.get("compression", {}).get("device", "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError(model_dir, f"not an int8 model directory (no {WEIGHTS_FILE})")
+    try:
+        options = resolve_options(settings.get("compression"))
+    except InputError as err:
+        raise InputError(model_dir / "qabench.json", f"compression: {err.problem}") from None
+    tensors, layout = _read_weights(path)
+    family = settings.get("family", "encoder")
+    if options["device"] == "cuda" and not torch.cuda.is_available():
         raise InputError(model_dir, "this int8 model was made for cuda (bitsandbytes), but torch sees no GPU")
-    engine = settings.get("compression", {}).get("engine")
-    if engine is not None:
-        if engine not in torch.backends.quantized.supported_engines:
-            raise InputError(model_dir, f"this int8 model was made for torch's {engine} engine, which this torch lacks")
-        torch.backends.quantized.engine = engine
+    if (layout["kind"] == "program") != (options["backend"] == "inductor"):
+        raise InputError(path, f"holds a {layout['kind']}, which the {options['backend']} backend of its "
+                               "qabench.json does not make")
+    if family == "lstm":  # its load_tokenizer reads GloVe; the saved tokenizer is all it needs
+        tokenizer = checkpoints.load_pretrained(AutoTokenizer, str(model_dir))
+    else:
+        tokenizer = models.family(family).load_tokenizer(str(model_dir), settings.get("options"))
+    skeleton = float_architecture(model_dir, family)
+    if layout["kind"] == "program":
+        if family != "encoder":
+            raise InputError(model_dir / "qabench.json", f"an inductor int8 program of the {family} family")
+        _import_torchao()  # registers the quantize/dequantize ops the program calls
+        program, _ = quantize_inductor(skeleton)
+        try:
+            _put_program_state(program, tensors, layout)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise InputError(path, f"does not fit the model its configuration describes ({err})") from None
+        max_length = settings.get("max_length", DEFAULT_SETTINGS["max_length"])
+        return CompiledSpanModel(program, len(tokenizer), max_length).eval(), tokenizer
+    if options["engine"] is not None:
+        torch.backends.quantized.engine = options["engine"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        # weights_only=False: the file holds a whole module (our own output, not a foreign download)
-        payload = torch.load(path, map_location=device, weights_only=False)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise InputError(path, f"not a format-{FORMAT_VERSION} int8 model file")
-    family = settings.get("family", "encoder")
-    if family == "lstm":  # its load_tokenizer reads GloVe; the saved tokenizer is all it needs
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    else:
-        tokenizer = models.family(family).load_tokenizer(str(model_dir))
-    return payload["model"].eval(), tokenizer
-
-
-def _load_inductor(model_dir: Path, max_length: int) -> tuple[nn.Module, object]:
-    _import_torchao()  # registers the quantize/dequantize ops the program calls
-    program = torch.export.load(model_dir / PROGRAM_FILE)
-    tokenizer = encoder.load_tokenizer(str(model_dir))
-    return CompiledSpanModel(program, len(tokenizer), max_length).eval(), tokenizer
+        quantized, _ = quantize(skeleton, options)
+        try:
+            _put_state(quantized, tensors, layout)
+        except (ValueError, KeyError, RuntimeError, TypeError) as err:
+            raise InputError(path, f"does not fit the model its configuration describes "
+                                   f"({str(err).splitlines()[0]})") from None
+    return quantized.eval(), tokenizer

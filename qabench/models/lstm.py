@@ -423,24 +423,36 @@ def save(model: BiDAF, tokenizer, out_dir: str | Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def load(model_dir: str | Path) -> tuple[BiDAF, PreTrainedTokenizerFast]:
-    """A saved reader in eval mode; needs nothing but ``model_dir``."""
+def architecture(model_dir: str | Path) -> tuple[BiDAF, PreTrainedTokenizerFast]:
+    """The reader ``lstm_config.json`` and the tokenizer describe, with fresh weights (``load`` and the
+    int8 variant put the stored ones in place)."""
     model_dir = Path(model_dir)
     config_path = model_dir / CONFIG_FILE
     if not config_path.is_file():
         raise InputError(model_dir, f"not an lstm checkpoint (no {CONFIG_FILE}; train one with family: lstm)")
     try:
         config = json.loads(config_path.read_text())
-        if config.get("family") != FAMILY:
-            raise ValueError(f"family is {config.get('family')!r}, not {FAMILY!r}")
+        if not isinstance(config, dict) or config.get("family") != FAMILY:
+            raise ValueError(f"family is {config.get('family') if isinstance(config, dict) else None!r}, "
+                             f"not {FAMILY!r}")
         options = resolve_options(config["options"])
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         model = BiDAF(_vocab_tokens(tokenizer), int(config["embedding_dim"]), options)
-        model.load_state_dict(load_file(str(model_dir / WEIGHTS_FILE)))
     except InputError as err:
         raise InputError(config_path, err.problem) from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:
         raise InputError(model_dir, f"damaged lstm checkpoint ({str(err).splitlines()[0]})") from None
     model.config = config
+    return model, tokenizer
+
+
+def load(model_dir: str | Path) -> tuple[BiDAF, PreTrainedTokenizerFast]:
+    """A saved reader in eval mode; needs nothing but ``model_dir``."""
+    model, tokenizer = architecture(model_dir)
+    weights = Path(model_dir) / WEIGHTS_FILE
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+        raise InputError(weights, f"damaged lstm weights ({str(err).splitlines()[0]})") from None
     model.eval()
     return model, tokenizer

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from qabench.errors import InputError
+from qabench.io import first_line
 
 PIP_PREFIX = "pip:"
 
@@ -47,10 +48,16 @@ def load_pretrained(loader, spec: str, **kwargs):
     target = resolve(spec)
     try:
         return loader.from_pretrained(target, **kwargs)
+    except InputError:
+        raise
     except OSError as err:
         if os.path.isdir(target):
-            raise InputError(target, f"not a usable checkpoint directory ({str(err).splitlines()[0]})") from None
+            raise InputError(target, f"not a usable checkpoint directory ({first_line(err)})") from None
         raise InputError(spec, offline_hint(spec)) from None
+    except Exception as err:  # noqa: BLE001 - damaged files fail in safetensors, torch, tokenizers, json...
+        if not os.path.isdir(target):
+            raise
+        raise InputError(target, f"not a usable checkpoint directory ({type(err).__name__}: {first_line(err)})") from None
 
 
 def init_embeddings_from(checkpoint: dict, models: list, vocab_size: int) -> str:

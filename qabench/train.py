@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch.distributed as dist
 from qabench import devices
 from qabench.batching import grouped_training_batches, pad_batch, training_width
 from qabench.errors import InputError
-from qabench.io import atomic_path
+from qabench.io import atomic_path, exclusive
 from qabench.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,29 @@ class TrainSettings:
     precision: str = "fp32"  # or "bf16" (autocast; fast on GPUs and CPUs with AVX-512/AMX), or "auto" (bf16 where fast)
     save_every_steps: int = 200
     log_every_steps: int = 20
+
+
+def check_settings(settings: TrainSettings, where: str = "training settings") -> None:
+    """Numbers a run cannot use are one InputError before anything trains: counts and rates must be
+    positive, warmup_ratio a share in [0, 1], weight decay and the gradient norm finite."""
+    def number(name: str, integer: bool = False) -> float:
+        value = getattr(settings, name)
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+            raise InputError(where, f"{name} must be a finite {'integer' if integer else 'number'}, got {value!r}")
+        return value
+
+    for name in ("epochs", "learning_rate", "max_grad_norm"):
+        if number(name) <= 0:
+            raise InputError(where, f"{name} must be positive, got {getattr(settings, name)!r}")
+    for name in ("batch_size", "save_every_steps", "log_every_steps"):
+        if number(name, integer=True) < 1:
+            raise InputError(where, f"{name} must be a positive integer, got {getattr(settings, name)!r}")
+    if not 0 <= number("warmup_ratio") <= 1:
+        raise InputError(where, f"warmup_ratio must be between 0 and 1, got {settings.warmup_ratio!r}")
+    if number("weight_decay") < 0:
+        raise InputError(where, f"weight_decay must not be negative, got {settings.weight_decay!r}")
+    number("seed", integer=True)
 
 
 def seed_everything(seed: int) -> None:
@@ -129,7 +153,9 @@ def load_state(checkpoint: Path) -> dict:
     """A resume checkpoint, read as tensors and plain values only (``weights_only``: never unpickles
     anything else, so a planted or foreign file cannot run code); any problem is one InputError."""
     try:
-        state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # torch warns about a foreign file's pickle protocol before refusing it
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(checkpoint, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - torch raises many kinds (UnpicklingError, RuntimeError, EOFError...)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(checkpoint, f"not a readable tensors-only resume state ({type(err).__name__}: {first[:200]}); "
@@ -210,9 +236,17 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
     settings, equal up to float rounding (dropout draws differ: each process has its own random
     stream). Only rank 0 writes the checkpoint and the loss log; every rank resumes from them.
     """
+    check_settings(settings)
     rank, world = process_rank()
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
+    # one writer of the resume state at a time: a job whose Snakemake was killed may still be stopping
+    with exclusive(state_dir) if rank == 0 else contextlib.nullcontext():
+        return _train(model, features, batch_loss, settings, state_dir, progress, rank, world)
+
+
+def _train(model, features, batch_loss, settings: TrainSettings, state_dir: Path, progress: bool, rank: int,
+           world: int) -> dict:
     seed_everything(settings.seed + rank)
     lengths = features["input_ids"].map(len).to_numpy()
     batches_per_epoch = math.ceil(len(features) / settings.batch_size)

@@ -144,7 +144,7 @@ def test_interrupted_training_resumes_to_identical_adapters(tmp_path, data, monk
     with pytest.raises(Interrupted):
         qlora.make(base, tmp_path / "resumed", options=options, seed=4, data=data, state_dir=tmp_path / "s2")
     monkeypatch.setattr(train_module, "_save_state", original_save)
-    state = torch.load(tmp_path / "s2" / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "s2" / "checkpoint.pt", weights_only=True)
     assert state["step"] == 5 and all(".lora_" in k or ".modules_to_save." in k for k in state["model"])
 
     qlora.make(base, tmp_path / "resumed", options=options, seed=4, data=data, state_dir=tmp_path / "s2")

@@ -60,7 +60,7 @@ def test_interrupted_training_resumes_to_identical_weights(features, tmp_path, m
     monkeypatch.setattr(train_module, "_save_state", original_save)
 
     checkpoint = tmp_path / "resumed" / "checkpoint.pt"
-    state = torch.load(checkpoint, weights_only=False)
+    state = torch.load(checkpoint, weights_only=True)
     assert state["wall_s"] > 0
     state["wall_s"] = 1000.0  # as if the interrupted run had trained for 1000 s: easy to tell apart
     torch.save(state, checkpoint)
@@ -141,3 +141,46 @@ def test_emulated_bf16_is_warned_about_once_per_training_run(features, tmp_path,
     assert caplog.text.count("10x slower") == 1
     with pytest.raises(ValueError, match="resolved precision"):
         devices.autocast("cpu", "auto")
+
+
+@pytest.mark.parametrize("kind", ["torch", "raw"])
+def test_a_resume_state_that_needs_unpickling_is_refused_and_never_run(features, tmp_path, plant_pickle, kind):
+    """Resume state is read with weights_only: a planted pickle is one error line, and its code never runs."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    plant_pickle(state_dir / "checkpoint.pt", kind)
+    model, tokenizer = _fresh_model()
+    with pytest.raises(InputError, match=r"not a readable tensors-only resume state.*delete .* to train from the start") as err:
+        train(model, features, _loss(model, tokenizer, features), SETTINGS, state_dir, progress=False)
+    assert "\n" not in str(err.value) and err.value.path == str(state_dir / "checkpoint.pt")
+    assert not plant_pickle.marker.exists()
+
+
+def test_a_loss_log_line_cut_by_a_kill_is_dropped_on_resume(features, tmp_path):
+    model, tokenizer = _fresh_model()
+    settings = replace(SETTINGS, epochs=1)
+    train(model, features, _loss(model, tokenizer, features), replace(settings, save_every_steps=2), tmp_path / "a",
+          progress=False)
+    model, tokenizer = _fresh_model()
+    state = tmp_path / "b"
+
+    class Stop(Exception):
+        pass
+
+    original = train_module._save_state
+
+    def save_then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        with open(state / "loss.jsonl", "a") as log:
+            log.write('{"step": 9')  # a line cut short
+        raise Stop
+
+    import unittest.mock
+    with unittest.mock.patch.object(train_module, "_save_state", save_then_die), pytest.raises(Stop):
+        train(model, features, _loss(model, tokenizer, features), replace(settings, save_every_steps=2), state,
+              progress=False)
+    model, tokenizer = _fresh_model()
+    train(model, features, _loss(model, tokenizer, features), replace(settings, save_every_steps=2), state,
+          progress=False)
+    steps = [json.loads(line)["step"] for line in (state / "loss.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(line)["step"] for line in (tmp_path / "a" / "loss.jsonl").read_text().splitlines()]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tokenizers
 
-from qabench.data import Example
+from qabench.data import Example, read_examples
 from qabench.errors import InputError
+from qabench.io import read_json, read_parquet, reading
 
 FEATURE_COLUMNS = [
     "example_index", "example_id", "input_ids", "token_type_ids",
@@ -143,6 +147,69 @@ def shard_bounds(n_items: int, shard: int, n_shards: int) -> tuple[int, int]:
     return n_items * shard // n_shards, n_items * (shard + 1) // n_shards
 
 
+# what every family's feature table has (span families add labels and offsets, t5 its text targets)
+REQUIRED_FEATURE_COLUMNS = ["example_index", "input_ids"]
+
+
 def read_feature_shards(paths: list[str]) -> pd.DataFrame:
-    frames = [pd.read_parquet(p) for p in paths]
+    """Feature shards as one table; a damaged or foreign shard is one InputError naming it."""
+    frames = [read_parquet(p, REQUIRED_FEATURE_COLUMNS, what="feature shard") for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FEATURE_COLUMNS)
+
+
+def require_questions(examples: list[Example], source: str | os.PathLike) -> list[Example]:
+    """Refuse questions that are empty (or only blanks): a model would answer a question nobody asked."""
+    for example in examples:
+        if not isinstance(example.question, str) or not example.question.strip():
+            raise InputError(source, f"question '{example.id}' is empty")
+    return examples
+
+
+def load_examples(path: str | os.PathLike) -> list[Example]:
+    """``read_examples`` (a SQuAD file or a prepared parquet table) with a truncated or garbage table
+    as one InputError, and empty questions refused."""
+    with reading(path, "examples table"):
+        examples = read_examples(path)
+    return require_questions(examples, path)
+
+
+def read_manifest_features(manifest_path: str | os.PathLike, verify: bool = True) -> pd.DataFrame:
+    """The feature shards a manifest (workflow_scripts/feature_manifest.py) lists, checked against the
+    row counts and sha256 sums it recorded: a shard rewritten or damaged since is refused."""
+    manifest_path = Path(manifest_path)
+    manifest = read_json(manifest_path)
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list) or not shards or not all(isinstance(s, dict) and isinstance(s.get("path"), str)
+                                                             for s in shards):
+        raise InputError(manifest_path, 'not a feature manifest: expected {"shards": [{"path": ...}, ...]}')
+    paths = [manifest_path.parent / s["path"] for s in shards]
+    if verify:
+        for entry, path in zip(shards, paths):
+            if not path.is_file():
+                raise InputError(manifest_path, f"lists shard {entry['path']}, which does not exist")
+            if "sha256" in entry and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+                raise InputError(path, f"does not match its checksum in {manifest_path} (changed or damaged "
+                                       "since the manifest was written; rerun the tokenize step)")
+    features = read_feature_shards([str(p) for p in paths])
+    if not len(features):
+        raise InputError(manifest_path, "its shards hold no windows")
+    return features
+
+
+def check_features_match(features: pd.DataFrame, examples: list[Example], features_source: str | os.PathLike,
+                         examples_source: str | os.PathLike) -> None:
+    """The windows must come from these examples (same order): ``example_index`` in range, and the
+    window's ``example_id`` (where recorded) the id of that example."""
+    index = features["example_index"].to_numpy()
+    if len(index) and (index.min() < 0 or index.max() >= len(examples)):
+        raise InputError(features_source, f"windows refer to example {int(index.max())}, but {examples_source} "
+                                          f"holds {len(examples)} examples (features of another examples table?)")
+    if "example_id" in features.columns and len(index):
+        ids = np.asarray([e.id for e in examples], dtype=object)[index]
+        mismatch = np.flatnonzero(ids != features["example_id"].to_numpy(dtype=object))
+        if len(mismatch):
+            row = int(mismatch[0])
+            raise InputError(features_source, f"window {row} belongs to question "
+                                              f"'{features['example_id'].iloc[row]}', but example {int(index[row])} "
+                                              f"of {examples_source} is '{ids[row]}' (features of another examples "
+                                              "table?)")

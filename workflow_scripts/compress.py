@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Sequence
 
 from qabench import cli, compression
-from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
-from qabench.features import read_feature_shards
-from qabench.io import read_json
+from qabench.features import check_features_match, load_examples, read_manifest_features
+from qabench.io import check_positive, stop_with_snakemake
+from qabench.predict import read_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,17 +35,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
+    stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
+    check_positive("--threads", args.threads)
     cli.setup(args.threads)
     if not (Path(args.base) / "qabench.json").is_file():
         raise InputError(args.base, "not a model directory written by the train rule (no qabench.json)")
+    read_settings(args.base)  # a damaged or contradictory qabench.json: one line, before any work
     options = cli.parse_options(args.options)
     options.pop("method", None)
     data = None
     if args.manifest and args.examples:
-        manifest = read_json(args.manifest)
-        features = read_feature_shards([str(Path(args.manifest).parent / s["path"]) for s in manifest["shards"]])
-        data = compression.TrainingData(features, read_examples(args.examples),
-                                        read_examples(args.holdout) if args.holdout else [])
+        features = read_manifest_features(args.manifest)
+        examples = load_examples(args.examples)
+        check_features_match(features, examples, args.manifest, args.examples)
+        data = compression.TrainingData(features, examples, load_examples(args.holdout) if args.holdout else [])
     compression.method(args.method).make(args.base, args.out, options=options, seed=args.seed, data=data,
                                          state_dir=args.state_dir)
     logging.info("%s variant of %s written to %s", args.method, args.base, args.out)

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 from pathlib import Path
@@ -16,9 +15,9 @@ from typing import Sequence
 import torch
 
 from qabench import cli, devices, efficiency
-from qabench.data import read_examples
-from qabench.errors import run_cli
-from qabench.io import write_json
+from qabench.errors import InputError, run_cli
+from qabench.features import load_examples
+from qabench.io import check_positive, read_json, stop_with_snakemake, write_json
 from qabench.predict import load_model
 from qabench.report import training_wall_s
 
@@ -36,8 +35,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (int8 and qlora variants keep their own)")
     parser.add_argument("--training", help="training.json of the checkpoint (training time and parameters)")
     args = parser.parse_args(argv)
+    stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
+    for option in ("questions", "batch_size", "threads"):
+        check_positive(f"--{option.replace('_', '-')}", getattr(args, option))
+    training = None
+    if args.training and Path(args.training).is_file():
+        training = read_json(args.training)
+        if not isinstance(training, dict):
+            raise InputError(args.training, f"expected a JSON object, found {type(training).__name__}")
     cli.setup(args.threads)
-    examples = read_examples(args.data)
+    examples = load_examples(args.data)
     examples = random.Random(args.seed).sample(examples, min(args.questions, len(examples)))
     model, tokenizer, settings = load_model(args.model, args.device)
     result = {
@@ -50,8 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     implementation = efficiency.implementation(model, settings)
     if implementation:
         result["implementation"] = implementation
-    if args.training and Path(args.training).is_file():
-        training = json.loads(Path(args.training).read_text())
+    if training is not None:
         result.update(trainable_params=training.get("trainable_params"),
                       train_wall_s=training_wall_s(training))
         if training.get("params") and training["params"] != result["params"]:

@@ -11,7 +11,7 @@ import math
 from typing import Sequence
 
 from qabench.errors import InputError, run_cli
-from qabench.io import read_json, write_json
+from qabench.io import check_finite, read_json, stop_with_snakemake, write_json
 from qabench.metrics import evaluate_files
 
 
@@ -42,6 +42,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
     if args.decision is not None and args.na_prob_thresh is not None:
         raise InputError(args.decision, "--decision and --na-prob-thresh were both given; pass only one")
     if args.decision is not None:
@@ -50,8 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threshold = args.na_prob_thresh
     else:
         threshold = 1.0
-    if math.isnan(threshold):
-        raise InputError("--na-prob-thresh", "must be a number, not nan")
+    check_finite("--na-prob-thresh", threshold)
     metrics = evaluate_files(args.data, args.predictions, args.na_probs, threshold)
     write_json(args.out, metrics)
     print(f"exact {metrics['exact']:.2f}  f1 {metrics['f1']:.2f}  "

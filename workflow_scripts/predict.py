@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 from typing import Sequence
 
 from qabench import cli, devices
-from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
-from qabench.io import write_json
+from qabench.features import load_examples
+from qabench.io import check_finite, check_fraction, check_positive, stop_with_snakemake, write_json
 from qabench.predict import load_model, predict
 
 
@@ -44,13 +45,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (int8 and qlora variants keep their own)")
     args = parser.parse_args(argv)
-    if args.abstain_share is not None and not 0.0 <= args.abstain_share <= 1.0:
-        raise InputError("--abstain-share", f"must be between 0 and 1, got {args.abstain_share}")
+    stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
+    check_fraction("--abstain-share", args.abstain_share)
+    check_finite("--threshold", args.threshold)
+    check_positive("--batch-size", args.batch_size)
+    check_positive("--threads", args.threads)
     cli.setup(args.threads)
-    examples = read_examples(args.data)
+    examples = load_examples(args.data)
     model, tokenizer, settings = load_model(args.model, args.device)
     result = predict(model, tokenizer, examples, settings, batch_size=args.batch_size,
                      threshold=args.threshold, precision=args.precision, abstain_share=args.abstain_share)
+    broken = next((qid for qid, value in result.na_probs.items() if not math.isfinite(value)), None)
+    if broken is not None:
+        raise InputError(args.model, f"gives a non-finite no-answer score ({result.na_probs[broken]}) for question "
+                                     f"'{broken}': damaged weights?")
     out = Path(args.out_dir)
     write_json(out / "predictions.json", result.predictions)
     write_json(out / "na_probs.json", result.na_probs)

@@ -12,10 +12,9 @@ import logging
 from typing import Sequence
 
 from qabench import cli, models
-from qabench.data import read_examples
-from qabench.errors import run_cli
-from qabench.features import WindowSpec, make_features, shard_bounds
-from qabench.io import write_parquet
+from qabench.errors import InputError, run_cli
+from qabench.features import WindowSpec, load_examples, make_features, shard_bounds
+from qabench.io import check_positive, stop_with_snakemake, write_parquet
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,12 +30,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
+    for option in ("max_length", "max_question_tokens", "shards"):
+        check_positive(f"--{option.replace('_', '-')}", getattr(args, option))
+    if not 0 <= args.shard < args.shards:
+        raise InputError("--shard", f"must be in 0..{args.shards - 1} (--shards {args.shards}), got {args.shard}")
     cli.setup()
     spec = WindowSpec(args.max_length, args.stride, args.max_question_tokens)
     spec.validate("--stride")
-    examples = read_examples(args.examples)
-    lo, hi = shard_bounds(len(examples), args.shard, args.shards)
     options = cli.parse_options(args.options)
+    examples = load_examples(args.examples)
+    lo, hi = shard_bounds(len(examples), args.shard, args.shards)
     tokenizer = models.family(args.family).load_tokenizer(cli.parse_checkpoint(args.checkpoint), options)
     features = make_features(args.family, examples[lo:hi], tokenizer, spec, options, example_offset=lo)
     write_parquet(args.out, features)

@@ -22,13 +22,49 @@ from typing import Sequence
 import torch.distributed as dist
 
 from qabench import cli, devices, models
-from qabench.data import read_examples
-from qabench.errors import run_cli
-from qabench.features import read_feature_shards, without_synthetic_negatives
+from qabench.errors import InputError, run_cli
+from qabench.features import (WindowSpec, check_features_match, load_examples, read_manifest_features,
+                              without_synthetic_negatives)
 from qabench.finetune import run
-from qabench.io import read_json
-from qabench.train import TrainSettings, join_processes
+from qabench.io import check_finite, check_fraction, check_positive, stop_with_snakemake
+from qabench.train import TrainSettings, check_settings, join_processes
 
+# the columns a family's training windows need (span labels, or t5's text targets)
+FAMILY_COLUMNS = {**{family: ["input_ids", "token_type_ids", "start_position", "end_position"]
+                     for family in models.SPAN_FAMILIES}, "t5": ["input_ids", "labels"]}
+
+
+def check_positions(family: str, checkpoint: str | dict, features, manifest: str) -> None:
+    """An encoder whose position table is shorter than the longest window would fail mid-training (an
+    index error deep in torch): refuse first, naming both numbers. Only where the limit is known without
+    building the model (a random-init spec, a local or pip checkpoint directory)."""
+    if family != "encoder" or not len(features):
+        return
+    from transformers import AutoConfig
+
+    from qabench import checkpoints
+    from qabench.predict import position_limit
+
+    try:
+        if isinstance(checkpoint, dict):
+            fields = dict(checkpoint.get("random_init") or {})
+            config = AutoConfig.for_model(checkpoint.get("model_type", "bert"), **fields)
+            where = "checkpoint random_init"
+        else:
+            target = checkpoints.resolve(checkpoint)
+            if not Path(target).is_dir():
+                return  # a hub id: building it says whether it is there
+            config, where = AutoConfig.from_pretrained(target), target
+    except InputError:
+        raise
+    except Exception:  # noqa: BLE001 - an unreadable config is reported when the model is built
+        return
+    limit = position_limit(config)
+    longest = int(features["input_ids"].map(len).max())
+    if limit is not None and longest > limit:
+        raise InputError(where, f"the model takes at most {limit} tokens (max_position_embeddings), but the "
+                                f"windows in {manifest} are up to {longest} long: set this model's max_length to "
+                                f"{limit} or less")
 
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = TrainSettings()
@@ -58,26 +94,42 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="train only on the real questions of the examples table")
     parser.add_argument("--threads", type=int, help="CPU threads, shared by the processes torchrun starts")
     args = parser.parse_args(argv)
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    cli.setup(args.threads and max(1, args.threads // processes))
-    device = join_processes(args.device)
-    if int(os.environ.get("RANK", "0")) > 0:
-        logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports for all
-    manifest = read_json(args.manifest)
-    features = read_feature_shards([str(Path(args.manifest).parent / s["path"]) for s in manifest["shards"]])
-    examples = read_examples(args.examples)
-    if args.no_synthetic_negatives:
-        features = without_synthetic_negatives(features, examples)
-        examples = [e for e in examples if not e.origin.startswith("neg_")]
-    holdout = read_examples(args.holdout) if args.holdout else []
+    stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
+    check_fraction("--warmup-ratio", args.warmup_ratio)
+    for option in ("epochs", "learning_rate", "batch_size", "save_every_steps", "threads", "max_length",
+                   "max_question_tokens"):
+        check_positive(f"--{option.replace('_', '-')}", getattr(args, option))
+    check_finite("--weight-decay", args.weight_decay)
+    if args.weight_decay < 0:
+        raise InputError("--weight-decay", f"must not be negative, got {args.weight_decay}")
     settings = TrainSettings(
         epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
         warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, precision=args.precision,
         save_every_steps=args.save_every_steps, seed=args.seed,
     )
+    check_settings(settings, "train options")
+    WindowSpec(args.max_length, args.stride, args.max_question_tokens).validate("--stride")
+    checkpoint, options = cli.parse_checkpoint(args.checkpoint), cli.parse_options(args.options)
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cli.setup(args.threads and max(1, args.threads // processes))
+    features = read_manifest_features(args.manifest)
+    missing = [c for c in FAMILY_COLUMNS[args.family] if c not in features.columns]
+    if missing:
+        raise InputError(args.manifest, f"its windows are not {args.family} training windows (missing columns "
+                                        f"{missing}: tokenized for another family?)")
+    examples = load_examples(args.examples)
+    check_features_match(features, examples, args.manifest, args.examples)
+    holdout = load_examples(args.holdout) if args.holdout else []
+    check_positions(args.family, checkpoint, features, args.manifest)
+    device = join_processes(args.device)
+    if int(os.environ.get("RANK", "0")) > 0:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports for all
+    if args.no_synthetic_negatives:
+        features = without_synthetic_negatives(features, examples)
+        examples = [e for e in examples if not e.origin.startswith("neg_")]
     run(
-        family=args.family, checkpoint=cli.parse_checkpoint(args.checkpoint),
-        options=cli.parse_options(args.options), features=features, holdout=holdout,
+        family=args.family, checkpoint=checkpoint,
+        options=options, features=features, holdout=holdout,
         window={"max_length": args.max_length, "stride": args.stride, "max_question_tokens": args.max_question_tokens},
         train_settings=settings, out_dir=args.out, state_dir=args.state_dir, device=device,
         data_counts={"questions": len(examples), "by_origin": dict(Counter(e.origin for e in examples)),

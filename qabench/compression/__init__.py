@@ -57,6 +57,22 @@ def with_defaults(method: str, options: dict | None, defaults: dict) -> dict:
     return {**defaults, **options}
 
 
+def check_train(method: str, overrides: object) -> None:
+    """A method's ``train`` option: a mapping of known TrainSettings fields with values a run can use
+    (checked when the options are resolved, before any model is loaded)."""
+    from dataclasses import fields
+
+    from qabench.train import TrainSettings, check_settings
+
+    if not isinstance(overrides, dict):
+        raise InputError("config", f"{method} option train must be a mapping of training settings")
+    known = {f.name for f in fields(TrainSettings)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InputError("config", f"unknown {method} train setting(s) {unknown} (known: {', '.join(sorted(known))})")
+    check_settings(TrainSettings(**overrides), f"config: {method} option train")
+
+
 def method(name: str) -> ModuleType:
     if name not in METHODS:
         raise ValueError(f"unknown compression method '{name}' (known: {', '.join(METHODS)})")

@@ -9,6 +9,7 @@ labels alone (the no-teacher control) and never runs the teacher.
 from __future__ import annotations
 
 import copy
+import math
 import logging
 import tempfile
 from dataclasses import asdict
@@ -22,7 +23,7 @@ from transformers import AutoModelForQuestionAnswering, PreTrainedModel
 
 from qabench import devices, finetune
 from qabench.batching import pad_batch, training_width
-from qabench.compression import TrainingData, with_defaults
+from qabench.compression import TrainingData, check_train, with_defaults
 from qabench.errors import InputError
 from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, load_model
@@ -125,21 +126,26 @@ def student_from_teacher(teacher: PreTrainedModel, layers: list[int]) -> PreTrai
     return student
 
 
-def resolve_options(options: dict, teacher_layers: int) -> dict:
-    """Defaults filled in and checked; unknown keys are an error (a typo would silently do nothing)."""
+def resolve_options(options: dict, teacher_layers: int | None) -> dict:
+    """Defaults filled in and checked; unknown keys are an error (a typo would silently do nothing).
+    With ``teacher_layers`` None (before the teacher is loaded) ``student_layers`` is not resolved yet."""
     resolved = with_defaults(METHOD, options, DEFAULTS)
+    if resolved["layer_init"] not in LAYER_INITS:
+        raise InputError("distilled options", f"layer_init must be one of {LAYER_INITS}, not {resolved['layer_init']!r}")
+    alpha, temperature = resolved["alpha"], resolved["temperature"]
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise InputError("distilled options", f"alpha must be in [0, 1], not {alpha!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise InputError("distilled options", f"temperature must be positive, not {temperature!r}")
+    check_train(METHOD, resolved["train"])
+    devices.check_option(METHOD, resolved["device"])
+    if teacher_layers is None:
+        return resolved
     if resolved["student_layers"] is None:
         resolved["student_layers"] = max(1, teacher_layers // 2)
     if not resolved["student_checkpoint"] and not 1 <= resolved["student_layers"] < teacher_layers:
         raise InputError("distilled options", f"student_layers must be between 1 and {teacher_layers - 1} (the "
                                               f"teacher has {teacher_layers}), not {resolved['student_layers']}")
-    if resolved["layer_init"] not in LAYER_INITS:
-        raise InputError("distilled options", f"layer_init must be one of {LAYER_INITS}, not {resolved['layer_init']!r}")
-    if not 0 <= resolved["alpha"] <= 1:
-        raise InputError("distilled options", f"alpha must be in [0, 1], not {resolved['alpha']}")
-    if resolved["temperature"] <= 0:
-        raise InputError("distilled options", f"temperature must be positive, not {resolved['temperature']}")
-    devices.check_option(METHOD, resolved["device"])
     return resolved
 
 
@@ -162,6 +168,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
     """Distil the base in ``base_dir`` into a smaller encoder and write it as a model directory."""
     if data is None:
         raise InputError(base_dir, "distillation trains: it needs the base's training windows")
+    resolve_options(options, None)  # refuse bad options before the teacher is loaded
     teacher, tokenizer, base_settings = load_model(base_dir)
     if base_settings.get("variant", "base") != "base":
         raise InputError(base_dir, f"the teacher must be a fine-tuned base, not a {base_settings['variant']} variant")

@@ -22,16 +22,16 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from qabench import devices, finetune, models
-from qabench.compression import with_defaults
+from qabench.compression import check_train, with_defaults
 from qabench.errors import InputError
-from qabench.io import read_json
+from qabench.io import first_line, read_json
 from qabench.predict import DEFAULT_SETTINGS, read_settings
 from qabench.train import TrainSettings, train
 
@@ -79,12 +79,7 @@ def resolve_options(options: dict | None, family: str, method: str = METHOD, ext
     targets = merged["target_modules"]
     if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
         raise InputError("config", f"{method} option target_modules must be a non-empty list of module names")
-    if not isinstance(merged["train"], dict):
-        raise InputError("config", f"{method} option train must be a mapping of training settings")
-    known_train = {f.name for f in fields(TrainSettings)}
-    unknown_train = sorted(set(merged["train"]) - known_train)
-    if unknown_train:
-        raise InputError("config", f"unknown {method} train setting(s) {unknown_train} (known: {sorted(known_train)})")
+    check_train(method, merged["train"])
     devices.check_option(method, merged["device"])
     return merged
 
@@ -254,8 +249,30 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     finetune.save_model_dir(out_dir, save, settings, record, state)
 
 
+def check_adapter(model_dir: str | Path) -> None:
+    """The adapters beside the model must be readable tensors (safetensors): a damaged or planted file
+    makes the whole directory suspect, even where predict reads the merged weights only."""
+    from safetensors import safe_open
+
+    adapter_dir = Path(model_dir) / ADAPTER_DIR
+    if not adapter_dir.is_dir():
+        return
+    for path in sorted(adapter_dir.iterdir()):
+        if path.suffix in (".bin", ".pt", ".pth"):
+            raise InputError(path, "adapter weights in a pickle format, which qabench never loads; delete "
+                                   f"{model_dir} and rerun snakemake to rebuild it")
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    list(f.keys())
+            except Exception as err:  # noqa: BLE001 - SafetensorError, OSError
+                raise InputError(path, f"damaged adapter weights, not a readable safetensors file "
+                                       f"({first_line(err)})") from None
+
+
 def load(model_dir: str | Path, settings: dict):
     """The merged model (the family's own format) and its tokenizer, in eval mode."""
+    check_adapter(model_dir)
     model, tokenizer = models.family(settings.get("family", "encoder")).load(str(model_dir))
     model.eval()
     return model, tokenizer

@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
@@ -37,7 +37,7 @@ from transformers.pytorch_utils import prune_linear_layer
 
 from qabench import devices, train
 from qabench.batching import sorted_batches
-from qabench.compression import with_defaults
+from qabench.compression import check_train, with_defaults
 from qabench.errors import InputError
 from qabench.finetune import add_threshold, parameter_counts, save_model_dir
 from qabench.models import encoder
@@ -80,10 +80,7 @@ def resolve_options(options: dict | None) -> dict:
     share = merged["head_share"]
     if share is not None and (not isinstance(share, (int, float)) or not 0 <= share <= 1):
         raise InputError("config", f"pruned option head_share must be in [0, 1] or null, got {share!r}")
-    known = {f.name for f in fields(train.TrainSettings)}
-    bad = sorted(set(merged["train"]) - known)
-    if bad:
-        raise InputError("config", f"unknown pruned train setting(s) {bad} (known: {', '.join(sorted(known))})")
+    check_train(METHOD, merged["train"])
     devices.check_option(METHOD, merged["device"])
     return merged
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import logging
 import shutil
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from qabench import finetune, models
 from qabench.compression import lora
 from qabench.devices import place
 from qabench.errors import InputError
+from qabench.io import first_line
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +295,13 @@ def load(model_dir: str | Path, settings: dict):
     if options["device"].startswith("cuda") and not torch.cuda.is_available():
         log.warning("qlora model made for %s, but torch sees no GPU: loading it on the CPU", options["device"])
         options["device"] = "cpu"
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # tensors and plain values only: a file that needs any other unpickling is refused, never run
+        with warnings.catch_warnings():  # torch warns about a foreign file's pickle protocol before refusing it
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
+        raise InputError(path, f"not a readable tensors-only qlora base ({type(err).__name__}: "
+                               f"{first_line(err)}); delete {model_dir} and rerun snakemake to rebuild it") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise InputError(path, f"not a format-{FORMAT_VERSION} qlora base file")
     model_family = models.family(family)
@@ -301,7 +309,12 @@ def load(model_dir: str | Path, settings: dict):
     skeleton, _, _ = model_family.build(settings["checkpoint"], 0, settings.get("options"))
     model = _load_quantized(skeleton, payload, options)
     model.requires_grad_(False)
-    peft_model = PeftModel.from_pretrained(model, str(model_dir / lora.ADAPTER_DIR))
+    lora.check_adapter(model_dir)
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(model_dir / lora.ADAPTER_DIR))
+    except Exception as err:  # noqa: BLE001 - peft, safetensors and torch each raise their own
+        raise InputError(model_dir / lora.ADAPTER_DIR, f"unreadable adapters ({type(err).__name__}: "
+                                                       f"{first_line(err)})") from None
     adapted = peft_model.get_base_model()
     place(adapted, options["device"])
     adapted.eval()

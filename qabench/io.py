@@ -38,8 +38,20 @@ def current_umask() -> int:
 
 def _as_umask_gives(path: Path, directory: bool) -> None:
     """mkstemp/mkdtemp make 0600 files and 0700 directories whatever the umask; give the finished
-    output the mode a plain open()/mkdir() would (0644/0755 under umask 022, 0664/0775 under 002)."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+    output the mode a plain open()/mkdir() would (0644/0755 under umask 022, 0664/0775 under 002).
+    A directory's whole tree: libraries save through temporaries of their own (transformers writes
+    model.safetensors 0600). An executable file stays executable (for whom the umask allows)."""
+    mask = current_umask()
+    if not directory:
+        executable = os.stat(path).st_mode & 0o111
+        os.chmod(path, (0o777 if executable else 0o666) & ~mask)
+        return
+    for root, dirs, files in os.walk(path):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            file = os.path.join(root, name)
+            if not os.path.islink(file):
+                os.chmod(file, (0o777 if os.stat(file).st_mode & 0o111 else 0o666) & ~mask)
 
 
 def _remove_stale_temporaries(path: Path, directory: bool) -> None:

@@ -18,9 +18,9 @@ from qabench.data import Example
 from qabench.errors import InputError
 from qabench.features import WindowSpec, tokenize_examples
 from qabench.io import first_line, read_json
+from qabench.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
-from qabench.progress import bar as progress_bar
 
 SETTINGS_FILE = "qabench.json"
 DEFAULT_SETTINGS = {"max_length": 384, "stride": 128, "max_question_tokens": 64,

@@ -112,7 +112,7 @@ def _read_parquet_pair(root: Path, limit: int | None, with_vectors: bool) -> tup
                                f"GloVe .txt file): {GLOVE_HINT}")
     try:
         all_words = pd.read_parquet(indexes[0]).iloc[:, 0].astype(str).str.lower().tolist()
-        matrix = np.load(arrays[0], mmap_mode="r")
+        matrix = np.load(arrays[0], mmap_mode="r", allow_pickle=False)  # vectors only, never objects
     except (OSError, ValueError) as err:
         raise InputError(root, f"unreadable word vectors ({str(err).splitlines()[0]})") from None
     if matrix.ndim != 2 or matrix.shape[0] != len(all_words):

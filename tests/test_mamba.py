@@ -311,6 +311,19 @@ def test_the_hook_check_passes_on_the_installed_transformers(fresh_hook_check):
     mamba.check_scan_hook()
 
 
+@pytest.mark.parametrize("mode", ["inference_mode", "no_grad", "bf16 autocast"])
+def test_the_hook_check_runs_in_whatever_mode_the_first_forward_is(models, tokenizer, fresh_hook_check, mode):
+    """A predict's first forward (a model not loaded by mamba.load, e.g. int8) runs under inference mode."""
+    context = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad,
+               "bf16 autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}[mode]
+    model = models[False][0].eval()
+    batch = batch_of([sample_ids(tokenizer)], tokenizer.pad_token_id)
+    state = torch.random.get_rng_state()
+    with context():
+        mamba.span_logits(model, batch)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the probe leaves the random stream alone
+
+
 @pytest.mark.parametrize("chunk_steps", [1, 4, 100])
 def test_scan_backward_is_exact(monkeypatch, chunk_steps):
     monkeypatch.setattr(mamba, "SCAN_CHUNK_BYTES", chunk_steps * 2 * 3 * 4 * 8)  # float64 steps

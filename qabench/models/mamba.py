@@ -280,10 +280,11 @@ def check_scan_hook() -> None:
         return selective_scan(*args, **kwargs)
 
     config = MambaConfig(vocab_size=8, hidden_size=4, state_size=2, num_hidden_layers=1, expand=2, conv_kernel=2)
-    ids = torch.tensor([[1, 2, 3]])
     try:
-        # whatever mode the caller is in: its random stream stays as it was, no autocast, no inference mode
+        # whatever mode the caller is in (the first forward of a predict runs under inference_mode): its
+        # random stream stays as it was, no autocast, and every tensor of the probe is a normal one
         with torch.random.fork_rng(devices=[]), torch.autocast("cpu", enabled=False), torch.inference_mode(False):
+            ids = torch.tensor([[1, 2, 3]])
             probe = MambaModel(config)
             for training in (True, False):
                 probe.train(training)

@@ -23,6 +23,7 @@ import argparse
 import random
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -32,7 +33,7 @@ from snakemake.utils import update_config
 from qabench import config as qconfig
 from qabench import metrics
 from qabench.data import load_squad
-from qabench.io import write_json
+from qabench.io import read_json, write_json
 from qabench.negatives import top_up_negatives
 from qabench.predict import load_model, predict
 from qabench.prepare import prepare
@@ -45,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a trained model directory")
     parser.add_argument("--train", required=True, help="the SQuAD file its training set was prepared from")
     parser.add_argument("--dev", required=True)
+    parser.add_argument("--dev-predictions", help="a predict rule's output folder for this model on all of dev "
+                                                  "(predictions.json, na_probs.json): reused instead of predicting dev")
     parser.add_argument("--config", nargs="+", required=True, help="the config files it was trained with")
     parser.add_argument("--train-set", default="default")
     parser.add_argument("--dev-questions", type=int, help="a seeded sample of dev (default: all of it)")
@@ -83,27 +86,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev = load_squad(args.dev)
     if args.dev_questions:
         dev = sorted(random.Random(seed).sample(dev, min(args.dev_questions, len(dev))), key=lambda e: e.id)
-    dev_result = predict(model, tokenizer, dev, settings, batch_size=args.batch_size, precision=args.precision)
-    dev_answers = {qid: answer.text for qid, answer in dev_result.answers.items()}
-    dev_oracle = metrics.evaluate(dev, dev_answers, dev_result.na_probs)
+    if args.dev_predictions:
+        if args.dev_questions:
+            raise SystemExit("threshold_sources: --dev-predictions covers all of dev; drop --dev-questions")
+        dev_answers = read_json(Path(args.dev_predictions) / "predictions.json")
+        dev_na_probs = read_json(Path(args.dev_predictions) / "na_probs.json")
+        # those answers are already "" above the predict rule's own threshold: a higher one cannot be scored
+        scorable_below = read_json(Path(args.dev_predictions) / "decision.json")["threshold"]
+    else:
+        dev_result = predict(model, tokenizer, dev, settings, batch_size=args.batch_size, precision=args.precision)
+        dev_answers = {qid: answer.text for qid, answer in dev_result.answers.items()}
+        dev_na_probs = dev_result.na_probs
+        scorable_below = float("inf")
+    dev_oracle = metrics.evaluate(dev, dev_answers, dev_na_probs)
     results = {}
     for name, negs in negatives.items():
         holdout = originals + negs
         held_scores = metrics.evaluate(holdout, {e.id: held_answers[e.id] for e in holdout},
                                        {e.id: held.na_probs[e.id] for e in holdout})
         threshold = held_scores["best_f1_thresh"]
-        scores = metrics.evaluate(dev, dev_answers, dev_result.na_probs, na_prob_thresh=threshold)
         results[name] = {"negatives": dict(Counter(e.origin for e in negs)),
-                         "threshold": threshold, "holdout_best_f1": held_scores["best_f1"],
-                         **{k: scores[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_exact")}}
+                         "threshold": threshold, "holdout_best_f1": held_scores["best_f1"]}
+        if threshold > scorable_below:
+            results[name]["not_scored"] = (f"threshold above the predictions' own {scorable_below:.3f}: "
+                                           "run without --dev-predictions to score it")
+            continue
+        scores = metrics.evaluate(dev, dev_answers, dev_na_probs, na_prob_thresh=threshold)
+        results[name].update({k: scores[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_exact")})
         print(f"{name:18s} {results[name]}", flush=True)
     write_json(args.out, {"args": vars(args), "dev_questions": len(dev), "dev_best_f1": dev_oracle["best_f1"],
                           "dev_best_f1_thresh": dev_oracle["best_f1_thresh"], "results": results})
     print(f"\n{'held-out recipe':18s} {'negatives':>9s} {'thresh':>7s} {'dev EM':>7s} {'dev F1':>7s} "
           f"{'HasAns F1':>9s} {'NoAns EM':>8s}")
     for name, r in results.items():
-        print(f"{name:18s} {sum(r['negatives'].values()):9d} {r['threshold']:7.2f} {r['exact']:7.2f} {r['f1']:7.2f} "
-              f"{r['HasAns_f1']:9.2f} {r['NoAns_exact']:8.2f}")
+        scores = (f"{r['exact']:7.2f} {r['f1']:7.2f} {r['HasAns_f1']:9.2f} {r['NoAns_exact']:8.2f}"
+                  if "f1" in r else f"  ({r['not_scored']})")
+        print(f"{name:18s} {sum(r['negatives'].values()):9d} {r['threshold']:7.2f} {scores}")
     print(f"{'dev oracle':18s} {'':9s} {dev_oracle['best_f1_thresh']:7.2f} {'':7s} {dev_oracle['best_f1']:7.2f}"
           "   (reads dev's labels: reference only)")
     return 0

@@ -254,8 +254,8 @@ def test_cli_good_run_writes_the_table(tmp_path):
 def test_cli_good_run_with_holdout_and_negatives(tmp_path):
     out_dir = tmp_path / "out"
     proc = _run("--squad", TRAIN_TINY, "--out", out_dir / "train.parquet", "--holdout-out",
-                out_dir / "holdout.parquet", "--holdout-articles", "1", "--negative", "other_paragraph=0.5",
-                "--seed", "3")
+                out_dir / "holdout.parquet", "--holdout-articles", "1", "--unanswerable-share", "0.3",
+                "--negative", "other_paragraph=1", "--seed", "3")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out_dir.iterdir()) == ["holdout.parquet", "train.parquet"]
     train = pd.read_parquet(out_dir / "train.parquet")
@@ -269,7 +269,8 @@ def test_cli_good_run_with_holdout_and_negatives(tmp_path):
 
 
 def test_cli_holdout_gets_its_own_negatives(tmp_path):
-    common = ("--squad", TRAIN_TINY, "--holdout-articles", "1", "--negative", "other_paragraph=0.5", "--seed", "3")
+    common = ("--squad", TRAIN_TINY, "--holdout-articles", "1", "--unanswerable-share", "0.3",
+              "--negative", "other_paragraph=1", "--seed", "3")
     proc = _run(*common, "--out", tmp_path / "train.parquet", "--holdout-out", tmp_path / "holdout.parquet",
                 "--holdout-negative", "negation=1", "--holdout-negative", "antonym=1")
     assert proc.returncode == 0, proc.stderr
@@ -280,10 +281,16 @@ def test_cli_holdout_gets_its_own_negatives(tmp_path):
     assert set(pd.read_parquet(tmp_path / "same-holdout.parquet")["origin"]) == {"original", "neg_other_paragraph"}
 
 
+def test_cli_kinds_without_a_share_are_refused(tmp_path):
+    proc = _run("--squad", TRAIN_TINY, "--out", tmp_path / "x.parquet", "--negative", "negation=1")
+    _assert_one_line_error(proc, "--negative", "without --unanswerable-share")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_unknown_holdout_negative_kind(tmp_path):
     proc = _run("--squad", TRAIN_TINY, "--out", tmp_path / "x.parquet", "--holdout-out", tmp_path / "h.parquet",
                 "--holdout-articles", "1", "--holdout-negative", "negation")
-    _assert_one_line_error(proc, "--holdout-negative", "'negation' is not KIND=FRACTION")
+    _assert_one_line_error(proc, "--holdout-negative", "'negation' is not KIND=WEIGHT")
     assert list(tmp_path.iterdir()) == []
 
 

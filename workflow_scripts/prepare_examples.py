@@ -67,8 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--holdout-articles", type=int, default=0)
     parser.add_argument("--holdout-questions", type=int)
     parser.add_argument("--max-questions", type=int)
-    parser.add_argument("--unanswerable-share", type=share, default=0.0,
-                        help="top real unanswerable questions up to this share with synthetic ones (default 0: none)")
+    parser.add_argument("--unanswerable-share", type=share,
+                        help="top real unanswerable questions up to this share with synthetic ones (needed with "
+                             "--negative; 0: none)")
     parser.add_argument("--negative", action="append", default=[], help="KIND=WEIGHT: synthetic kinds and their weights")
     parser.add_argument("--holdout-unanswerable-share", type=share, help="the same for the held-out set")
     parser.add_argument("--holdout-negative", action="append", default=[],
@@ -82,7 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError("--holdout-articles", "held-out articles need --holdout-out to be written to")
     source = read_json(args.source_info) if args.source_info else {"source": args.squad}
     examples = load_squad(args.squad)
-    negatives = {"share": args.unanswerable_share, "kinds": parse_negatives(args.negative, "--negative")}
+    kinds = parse_negatives(args.negative, "--negative")
+    if kinds and args.unanswerable_share is None:
+        raise InputError("--negative", "synthetic kinds were given without --unanswerable-share, the share of "
+                                       "unanswerable questions they should top up to")
+    negatives = {"share": args.unanswerable_share or 0.0, "kinds": kinds}
     holdout_negatives = {
         "share": negatives["share"] if args.holdout_unanswerable_share is None else args.holdout_unanswerable_share,
         "kinds": parse_negatives(args.holdout_negative, "--holdout-negative") if args.holdout_negative

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from qabench.errors import InputError
-from qabench.io import read_json
+from qabench.io import read_json, read_parquet
 
 EXAMPLE_COLUMNS = [
     "id", "title", "paragraph_id", "context", "question",
@@ -66,6 +66,8 @@ def parse_squad(dataset: object, path: str | os.PathLike) -> list[Example]:
                 if qid in seen:
                     raise InputError(path, f"duplicate question id '{qid}' at {where_q} (first at {seen[qid]})")
                 seen[qid] = where_q
+                if not question.strip():
+                    raise InputError(path, f"question '{qid}' at {where_q} is empty")
                 answers = _require(qa, "answers", list, where_q, path)
                 texts, starts = [], []
                 for n, answer in enumerate(answers):
@@ -122,11 +124,5 @@ def read_examples(path: str | os.PathLike) -> list[Example]:
     """Examples from a prepared parquet table or straight from a SQuAD file."""
     path = Path(path)
     if path.suffix == ".parquet":
-        if not path.is_file():
-            raise InputError(path, "file not found")
-        frame = pd.read_parquet(path)
-        missing = [c for c in EXAMPLE_COLUMNS if c not in frame.columns]
-        if missing:
-            raise InputError(path, f"not a qabench examples table (missing columns {missing})")
-        return frame_to_examples(frame)
+        return frame_to_examples(read_parquet(path, EXAMPLE_COLUMNS, "examples table"))
     return load_squad(path)

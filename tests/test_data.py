@@ -304,3 +304,12 @@ def test_empty_answer_text_is_rejected():
     qa = {"id": "a", "question": "q?", "answers": [{"text": "", "answer_start": 0}]}
     with pytest.raises(InputError, match="empty text"):
         parse_squad(_one(qa), "x.json")
+
+
+def test_an_empty_question_is_refused_with_its_id():
+    from qabench.data import parse_squad
+
+    dataset = {"data": [{"title": "t", "paragraphs": [{"context": "abc", "qas": [
+        {"id": "q1", "question": "  ", "answers": [{"text": "a", "answer_start": 0}]}]}]}]}
+    with pytest.raises(InputError, match="question 'q1' .* is empty"):
+        parse_squad(dataset, "x.json")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from qabench.errors import InputError
-from qabench.io import read_json, read_parquet
+from qabench.io import read_json, read_parquet, reading
 
 EXAMPLE_COLUMNS = [
     "id", "title", "paragraph_id", "context", "question",
@@ -67,7 +67,7 @@ def parse_squad(dataset: object, path: str | os.PathLike) -> list[Example]:
                     raise InputError(path, f"duplicate question id '{qid}' at {where_q} (first at {seen[qid]})")
                 seen[qid] = where_q
                 if not question.strip():
-                    raise InputError(path, f"question '{qid}' at {where_q} is empty")
+                    raise InputError(path, f"question '{qid}' is empty ({where_q})")
                 answers = _require(qa, "answers", list, where_q, path)
                 texts, starts = [], []
                 for n, answer in enumerate(answers):
@@ -121,8 +121,14 @@ def frame_to_examples(frame: pd.DataFrame) -> list[Example]:
 
 
 def read_examples(path: str | os.PathLike) -> list[Example]:
-    """Examples from a prepared parquet table or straight from a SQuAD file."""
+    """Examples from a prepared parquet table or straight from a SQuAD file; a damaged table or an
+    empty question (a model would answer a question nobody asked) is one InputError."""
     path = Path(path)
-    if path.suffix == ".parquet":
-        return frame_to_examples(read_parquet(path, EXAMPLE_COLUMNS, "examples table"))
-    return load_squad(path)
+    if path.suffix != ".parquet":
+        return load_squad(path)
+    with reading(path, "examples table"):
+        examples = frame_to_examples(read_parquet(path, EXAMPLE_COLUMNS, "examples table"))
+    for example in examples:
+        if not isinstance(example.question, str) or not example.question.strip():
+            raise InputError(path, f"question '{example.id}' is empty")
+    return examples

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import tokenizers
 
-from qabench.data import Example, read_examples
+from qabench.data import Example
 from qabench.errors import InputError
-from qabench.io import read_json, read_parquet, reading
+from qabench.io import read_json, read_parquet
 
 FEATURE_COLUMNS = [
     "example_index", "example_id", "input_ids", "token_type_ids",
@@ -155,22 +155,6 @@ def read_feature_shards(paths: list[str]) -> pd.DataFrame:
     """Feature shards as one table; a damaged or foreign shard is one InputError naming it."""
     frames = [read_parquet(p, REQUIRED_FEATURE_COLUMNS, what="feature shard") for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FEATURE_COLUMNS)
-
-
-def require_questions(examples: list[Example], source: str | os.PathLike) -> list[Example]:
-    """Refuse questions that are empty (or only blanks): a model would answer a question nobody asked."""
-    for example in examples:
-        if not isinstance(example.question, str) or not example.question.strip():
-            raise InputError(source, f"question '{example.id}' is empty")
-    return examples
-
-
-def load_examples(path: str | os.PathLike) -> list[Example]:
-    """``read_examples`` (a SQuAD file or a prepared parquet table) with a truncated or garbage table
-    as one InputError, and empty questions refused."""
-    with reading(path, "examples table"):
-        examples = read_examples(path)
-    return require_questions(examples, path)
 
 
 def read_manifest_features(manifest_path: str | os.PathLike, verify: bool = True) -> pd.DataFrame:

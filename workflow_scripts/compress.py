@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Sequence
 
 from qabench import cli, compression
+from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
-from qabench.features import check_features_match, load_examples, read_manifest_features
+from qabench.features import check_features_match, read_manifest_features
 from qabench.io import check_positive, stop_with_snakemake
 from qabench.predict import read_settings
 
@@ -46,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = None
     if args.manifest and args.examples:
         features = read_manifest_features(args.manifest)
-        examples = load_examples(args.examples)
+        examples = read_examples(args.examples)
         check_features_match(features, examples, args.manifest, args.examples)
-        data = compression.TrainingData(features, examples, load_examples(args.holdout) if args.holdout else [])
+        data = compression.TrainingData(features, examples, read_examples(args.holdout) if args.holdout else [])
     compression.method(args.method).make(args.base, args.out, options=options, seed=args.seed, data=data,
                                          state_dir=args.state_dir)
     logging.info("%s variant of %s written to %s", args.method, args.base, args.out)

@@ -15,8 +15,8 @@ from typing import Sequence
 import torch
 
 from qabench import cli, devices, efficiency
+from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
-from qabench.features import load_examples
 from qabench.io import check_positive, read_json, stop_with_snakemake, write_json
 from qabench.predict import load_model
 from qabench.report import training_wall_s
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not isinstance(training, dict):
             raise InputError(args.training, f"expected a JSON object, found {type(training).__name__}")
     cli.setup(args.threads)
-    examples = load_examples(args.data)
+    examples = read_examples(args.data)
     examples = random.Random(args.seed).sample(examples, min(args.questions, len(examples)))
     model, tokenizer, settings = load_model(args.model, args.device)
     result = {

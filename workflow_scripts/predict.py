@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from qabench import cli, devices
+from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
-from qabench.features import load_examples
 from qabench.io import check_finite, check_fraction, check_positive, stop_with_snakemake, write_json
 from qabench.predict import load_model, predict
 
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_positive("--batch-size", args.batch_size)
     check_positive("--threads", args.threads)
     cli.setup(args.threads)
-    examples = load_examples(args.data)
+    examples = read_examples(args.data)
     model, tokenizer, settings = load_model(args.model, args.device)
     result = predict(model, tokenizer, examples, settings, batch_size=args.batch_size,
                      threshold=args.threshold, precision=args.precision, abstain_share=args.abstain_share)

@@ -12,8 +12,9 @@ import logging
 from typing import Sequence
 
 from qabench import cli, models
+from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
-from qabench.features import WindowSpec, load_examples, make_features, shard_bounds
+from qabench.features import WindowSpec, make_features, shard_bounds
 from qabench.io import check_positive, stop_with_snakemake, write_parquet
 
 
@@ -39,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = WindowSpec(args.max_length, args.stride, args.max_question_tokens)
     spec.validate("--stride")
     options = cli.parse_options(args.options)
-    examples = load_examples(args.examples)
+    examples = read_examples(args.examples)
     lo, hi = shard_bounds(len(examples), args.shard, args.shards)
     tokenizer = models.family(args.family).load_tokenizer(cli.parse_checkpoint(args.checkpoint), options)
     features = make_features(args.family, examples[lo:hi], tokenizer, spec, options, example_offset=lo)

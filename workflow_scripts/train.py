@@ -22,9 +22,9 @@ from typing import Sequence
 import torch.distributed as dist
 
 from qabench import cli, devices, models
+from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
-from qabench.features import (WindowSpec, check_features_match, load_examples, read_manifest_features,
-                              without_synthetic_negatives)
+from qabench.features import WindowSpec, check_features_match, read_manifest_features, without_synthetic_negatives
 from qabench.finetune import run
 from qabench.io import check_finite, check_fraction, check_positive, stop_with_snakemake
 from qabench.train import TrainSettings, check_settings, join_processes
@@ -117,9 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         raise InputError(args.manifest, f"its windows are not {args.family} training windows (missing columns "
                                         f"{missing}: tokenized for another family?)")
-    examples = load_examples(args.examples)
+    examples = read_examples(args.examples)
     check_features_match(features, examples, args.manifest, args.examples)
-    holdout = load_examples(args.holdout) if args.holdout else []
+    holdout = read_examples(args.holdout) if args.holdout else []
     check_positions(args.family, checkpoint, features, args.manifest)
     device = join_processes(args.device)
     if int(os.environ.get("RANK", "0")) > 0:

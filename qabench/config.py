@@ -12,6 +12,7 @@ import yaml
 from qabench.compression import METHOD_FAMILIES
 from qabench.errors import InputError
 from qabench.features import WindowSpec
+from qabench.io import first_line
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -164,5 +165,5 @@ def load(path: str | Path) -> dict:
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
-        raise InputError(path, f"cannot read config ({str(err).splitlines()[0]})") from None
+        raise InputError(path, f"cannot read config ({first_line(err)})") from None
     return validate(config or {}, str(path))

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from qabench import devices
 from qabench.batching import grouped_training_batches, pad_batch, training_width
 from qabench.errors import InputError
-from qabench.io import atomic_path, exclusive
+from qabench.io import atomic_path, exclusive, first_line
 from qabench.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -157,8 +157,8 @@ def load_state(checkpoint: Path) -> dict:
             warnings.simplefilter("ignore", UserWarning)
             state = torch.load(checkpoint, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - torch raises many kinds (UnpicklingError, RuntimeError, EOFError...)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(checkpoint, f"not a readable tensors-only resume state ({type(err).__name__}: {first[:200]}); "
+        raise InputError(checkpoint, f"not a readable tensors-only resume state ({type(err).__name__}: "
+                                     f"{first_line(err)[:200]}); "
                                      f"delete {checkpoint.parent} to train from the start") from None
     if not isinstance(state, dict):
         raise InputError(checkpoint, f"not a resume state (a {type(state).__name__}); "
@@ -281,7 +281,7 @@ def _train(model, features, batch_loss, settings: TrainSettings, state_dir: Path
             wall_before = float(state.get("wall_s", 0.0))
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
             raise InputError(checkpoint, f"resume state that does not fit this training run "
-                                         f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                                         f"({first_line(err)}); "
                                          f"delete {state_dir} to train from the start") from None
         log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint)
         if rank == 0 and loss_log.is_file():  # drop entries logged after the checkpoint

@@ -50,6 +50,7 @@ from qabench.compression import with_defaults
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
 from qabench.finetune import save_model_dir
+from qabench.io import first_line
 from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, load_model, read_settings
 
@@ -323,7 +324,7 @@ def float_architecture(model_dir: str | Path, family: str) -> nn.Module:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise InputError(model_dir, f"the int8 model's configuration files are missing or damaged "
-                                    f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+                                    f"({first_line(err)})") from None
     raise InputError(model_dir / "qabench.json", f"int8 does not apply to the {family} family "
                                                  f"(it applies to {', '.join(FAMILIES)})")
 
@@ -440,7 +441,7 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise InputError(path, f"damaged int8 weights, not a readable safetensors file "
-                               f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+                               f"({first_line(err)})") from None
     try:
         layout = json.loads(metadata["qabench_int8"])
         if not isinstance(layout, dict) or layout.get("kind") not in ("module", "program"):
@@ -611,5 +612,5 @@ def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
             _put_state(quantized, tensors, layout)
         except (ValueError, KeyError, RuntimeError, TypeError) as err:
             raise InputError(path, f"does not fit the model its configuration describes "
-                                   f"({str(err).splitlines()[0]})") from None
+                                   f"({first_line(err)})") from None
     return quantized.eval(), tokenizer

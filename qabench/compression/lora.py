@@ -125,7 +125,7 @@ def add_adapters(model: nn.Module, options: dict, family: str, method: str = MET
         peft_model = get_peft_model(model, lora_config(options, family))
     except ValueError as err:  # no module matched target_modules, or one that peft cannot wrap
         raise InputError("config", f"{method} target_modules {options['target_modules']}: "
-                                   f"{str(err).splitlines()[0]}") from None
+                                   f"{first_line(err)}") from None
     return peft_model, peft_model.get_base_model()
 
 

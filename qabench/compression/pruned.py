@@ -40,6 +40,7 @@ from qabench.batching import sorted_batches
 from qabench.compression import check_train, with_defaults
 from qabench.errors import InputError
 from qabench.finetune import add_threshold, parameter_counts, save_model_dir
+from qabench.io import first_line
 from qabench.models import encoder
 from qabench.predict import load_model, read_settings
 
@@ -379,6 +380,6 @@ def load(model_dir: str | Path, settings: dict | None = None) -> tuple[nn.Module
         model.load_state_dict(load_file(str(model_dir / WEIGHTS_FILE)), strict=True)
     except (OSError, RuntimeError) as err:
         raise InputError(model_dir / WEIGHTS_FILE,
-                         f"weights do not fit the pruned layout ({str(err).splitlines()[0]})") from None
+                         f"weights do not fit the pruned layout ({first_line(err)})") from None
     model.eval()
     return model, encoder.load_tokenizer(str(model_dir))

@@ -25,6 +25,7 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from qabench.errors import InputError
+from qabench.io import first_line
 
 FAMILY = "lstm"
 
@@ -114,7 +115,7 @@ def _read_parquet_pair(root: Path, limit: int | None, with_vectors: bool) -> tup
         all_words = pd.read_parquet(indexes[0]).iloc[:, 0].astype(str).str.lower().tolist()
         matrix = np.load(arrays[0], mmap_mode="r", allow_pickle=False)  # vectors only, never objects
     except (OSError, ValueError) as err:
-        raise InputError(root, f"unreadable word vectors ({str(err).splitlines()[0]})") from None
+        raise InputError(root, f"unreadable word vectors ({first_line(err)})") from None
     if matrix.ndim != 2 or matrix.shape[0] != len(all_words):
         raise InputError(arrays[0], f"shape {matrix.shape} does not match {len(all_words)} words in {indexes[0].name}")
     seen: set[str] = set()
@@ -162,7 +163,7 @@ def _read_text(path: Path, limit: int | None, with_vectors: bool) -> tuple[list[
             if limit is not None and len(words) >= limit:
                 break
     except (OSError, EOFError, UnicodeDecodeError) as err:
-        raise InputError(path, f"unreadable GloVe file ({str(err).splitlines()[0]})") from None
+        raise InputError(path, f"unreadable GloVe file ({first_line(err)})") from None
     if not words:
         raise InputError(path, f"holds no word vectors: {GLOVE_HINT}")
     return words, (np.stack(vectors) if with_vectors else None)
@@ -441,7 +442,7 @@ def architecture(model_dir: str | Path) -> tuple[BiDAF, PreTrainedTokenizerFast]
     except InputError as err:
         raise InputError(config_path, err.problem) from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:
-        raise InputError(model_dir, f"damaged lstm checkpoint ({str(err).splitlines()[0]})") from None
+        raise InputError(model_dir, f"damaged lstm checkpoint ({first_line(err)})") from None
     model.config = config
     return model, tokenizer
 
@@ -453,6 +454,6 @@ def load(model_dir: str | Path) -> tuple[BiDAF, PreTrainedTokenizerFast]:
     try:
         model.load_state_dict(load_file(str(weights)))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
-        raise InputError(weights, f"damaged lstm weights ({str(err).splitlines()[0]})") from None
+        raise InputError(weights, f"damaged lstm weights ({first_line(err)})") from None
     model.eval()
     return model, tokenizer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -13,11 +14,14 @@ from qabench.compression import METHOD_FAMILIES
 from qabench.errors import InputError
 from qabench.features import WindowSpec
 from qabench.io import first_line
+from qabench.models import SPAN_FAMILIES
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
 
 def _with_defaults(validator_class):
+    """``validator_class`` that fills in the schema's defaults and whose integers are ints only: YAML's
+    ``8.0`` is a float, which the modules (``isinstance(x, int)``) and TrainSettings refuse."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -27,20 +31,65 @@ def _with_defaults(validator_class):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    integers = validator_class.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults}, type_checker=integers)
 
 
 def _where(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "top level"
 
 
-def _explain(error: jsonschema.ValidationError) -> str:
-    if error.validator == "additionalProperties":
-        return f"{_where(error)}: {error.message.replace('Additional properties are not allowed', 'unknown key(s)')}"
+TYPE_NAMES = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+              "object": "a mapping", "array": "a list", "null": "null"}
+BOUNDS = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "above", "exclusiveMaximum": "below"}
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """``value`` as the config would write it (null, true, "text"), cut to ``limit`` characters."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _plain(value: object) -> str:
+    return value if isinstance(value, str) else _show(value)
+
+
+def _unknown_keys(error: jsonschema.ValidationError, config: dict) -> str:
+    """``where: unknown lora option 'rnak' (known: rank, alpha, ...)``: what the key is, and which are known."""
+    path = tuple(error.absolute_path)
+    known = list(error.schema.get("properties", {}))
+    what = "key"
+    if len(path) == 2 and path[0] == "compression":
+        what, known = f"{error.instance.get('method')} option", [k for k in known if k != "method"]
+    elif len(path) == 3 and path[0] == "models" and path[2] == "options":
+        what = f"{config['models'][path[1]].get('family')} option"
+    elif path[-1:] == ("train",):
+        what = "training setting"
+    unknown = [k for k in error.instance if k not in error.schema.get("properties", {})]
+    listed = f"known: {', '.join(known)}" if known else error.schema.get("description", "known: none")
+    return (f"{_where(error)}: unknown {what}{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))} ({listed})")
+
+
+def _explain(error: jsonschema.ValidationError, config: dict) -> str:
+    where = _where(error)
+    if isinstance(error.schema, dict) and "errorMessage" in error.schema:
+        return f"{where}: {error.schema['errorMessage']} (got {_show(error.instance)})"
+    if error.validator == "additionalProperties" and error.validator_value is False \
+            and isinstance(error.instance, dict):
+        return _unknown_keys(error, config)
+    if error.validator == "enum":
+        return f"{where}: must be one of {', '.join(map(_plain, error.validator_value))}, not {_show(error.instance)}"
+    if error.validator == "type":
+        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        return f"{where}: must be {' or '.join(TYPE_NAMES.get(t, t) for t in types)}, not {_show(error.instance)}"
+    if error.validator in BOUNDS:
+        return f"{where}: must be {BOUNDS[error.validator]} {_show(error.validator_value)}, not {_show(error.instance)}"
     if error.validator == "oneOf" and error.context:
         best = min(error.context, key=lambda e: len(e.message))
-        return f"{_where(error)}: {best.message}"
-    return f"{_where(error)}: {error.message}"
+        return f"{where}: {best.message}"
+    return f"{where}: {error.message}"
 
 
 def _resolve(path: str, base_dir: str | Path | None) -> str:
@@ -70,11 +119,12 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
     Relative data paths (``path:``, ``local_mirrors``) are resolved against ``base_dir``.
     """
     _check_sources(config, source)
+    _fill_methods(config, source)
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = _with_defaults(jsonschema.Draft7Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: len(list(e.absolute_path)))
     if errors:
-        raise InputError(source, _explain(errors[0]))
+        raise InputError(source, _explain(errors[0], config))
     sources = config["data"]["sources"]
     train = config["data"]["train"]
     train.setdefault("holdout_articles", 0)
@@ -119,10 +169,14 @@ def _check_names(config: dict, source: str) -> None:
                        ("data.eval_sets", data["eval_sets"]), ("models", config["models"]),
                        ("compression", config["compression"])):
         for name in names:
-            if not NAME.fullmatch(name) or name == RESERVED.get(key):
-                reserved = f", not '{RESERVED[key]}'" if key in RESERVED else ""
-                raise InputError(source, f"{key}: name '{name}' must be ASCII letters, digits, _ and - "
-                                         f"(not first){reserved}")
+            _check_name(key, name, source)
+
+
+def _check_name(key: str, name: str, source: str) -> None:
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name == RESERVED.get(key):
+        reserved = f", not '{RESERVED[key]}'" if key in RESERVED else ""
+        raise InputError(source, f"{key}: name '{name}' must be ASCII letters, digits, _ and - "
+                                 f"(not first){reserved}")
 
 
 def _check_train_set(where: str, spec: dict, sources: dict, config_source: str) -> None:
@@ -143,21 +197,43 @@ def train_set(config: dict, name: str) -> dict:
     return dict(train) if name == "default" else {**train, **config["data"]["train_sets"][name]}
 
 
-def _check_variants(config: dict, source: str) -> None:
-    """Every variant a model asks for is configured, applies to its family, and has a usable name."""
-    compression = config["compression"]
+def _fill_methods(config: dict, source: str) -> None:
+    """A variant's ``method`` defaults to its name; filled in before the schema, which picks the
+    method's options by it."""
+    compression = config.get("compression") if isinstance(config, dict) else None
+    if not isinstance(compression, dict):
+        return
     for name, options in compression.items():
-        method = options.setdefault("method", name)
-        if method not in METHOD_FAMILIES:
-            raise InputError(source, f"compression.{name}: give `method` (one of {', '.join(METHOD_FAMILIES)})")
+        _check_name("compression", name, source)
+        if isinstance(options, dict) and "method" not in options:
+            if name not in METHOD_FAMILIES:
+                raise InputError(source, f"compression.{name}: give `method` (one of {', '.join(METHOD_FAMILIES)})")
+            options["method"] = name
+
+
+def _check_variants(config: dict, source: str) -> None:
+    """Every variant a model asks for is configured, applies to its family (with its options), and has a
+    usable name. The options themselves were checked by the schema."""
+    compression = config["compression"]
     for model, spec in config["models"].items():
+        family = spec["family"]
         for variant in spec["variants"]:
             if variant not in compression:
                 raise InputError(source, f"models.{model}.variants: '{variant}' is not configured under compression")
-            method = compression[variant]["method"]
-            if spec["family"] not in METHOD_FAMILIES[method]:
-                raise InputError(source, f"models.{model}.variants: {method} does not apply to the {spec['family']} "
+            options = compression[variant]
+            method = options["method"]
+            if family not in METHOD_FAMILIES[method]:
+                raise InputError(source, f"models.{model}.variants: {method} does not apply to the {family} "
                                          f"family (it applies to {', '.join(METHOD_FAMILIES[method])})")
+            # the same refusals as qabench/compression/int8.py's make and qlora.py's resolve_options
+            if method == "int8" and options.get("backend") == "inductor" and family != "encoder":
+                raise InputError(source, f"models.{model}.variants: {variant}: the inductor int8 backend exports "
+                                         f"encoders only, not the {family} family (use the dynamic backend)")
+            if method == "qlora" and str(options.get("device", "cpu")).startswith("cuda") \
+                    and family not in SPAN_FAMILIES:
+                on_cuda = [f for f in METHOD_FAMILIES[method] if f in SPAN_FAMILIES]
+                raise InputError(source, f"models.{model}.variants: {variant}: qlora on cuda applies to the "
+                                         f"{', '.join(on_cuda)} families only, not {family}")
 
 
 def load(path: str | Path) -> dict:

@@ -44,6 +44,8 @@ SHARDS = config["tokenize"]["shards"]
 COMPRESSION = config["compression"]
 # every (model, variant) the summary reports: each model's base and its configured variants
 MODEL_VARIANTS = [(m, v) for m, spec in MODELS.items() for v in ["base", *spec["variants"]]]
+# models whose training keeps weight snapshots get a learning curve in the summary
+CURVE_MODELS = [m for m, spec in MODELS.items() if spec["train"].get("snapshot_every_steps")]
 
 
 wildcard_constraints:

@@ -24,12 +24,12 @@ import torch
 from qabench import metrics
 from qabench.data import load_squad
 from qabench.features import WindowSpec, tokenize_examples
-from qabench.finetune import tune_threshold
 from qabench.io import write_json
 from qabench.models import encoder
 from qabench.negatives import KINDS, add_negatives
 from qabench.predict import DEFAULT_SETTINGS, predict
 from qabench.prepare import prepare
+from qabench.threshold import choose as choose_threshold
 from qabench.train import TrainSettings, span_batch_loss, train
 
 
@@ -102,9 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             train(model, features, span_batch_loss(model, encoder.span_logits, features, tokenizer.pad_token_id),
                   TrainSettings(epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
                                 precision=args.precision, seed=args.seed, save_every_steps=10**9), state)
-        threshold, _ = tune_threshold(model, tokenizer, holdout, settings, 64, "fp32")
+        held = predict(model, tokenizer, holdout, settings)
+        threshold = choose_threshold(holdout, held.best_answers(), held.na_probs)["threshold"]
         result = predict(model, tokenizer, dev, settings, threshold=threshold)
-        scores = metrics.evaluate(dev, result.predictions, result.na_probs, na_prob_thresh=threshold)
+        scores = metrics.evaluate(dev, result.best_answers(), result.na_probs, na_prob_thresh=threshold)
         results[name] = {
             "negatives": dict(Counter(e.origin for e in train_set)), "threshold": threshold,
             "minutes": round((time.perf_counter() - t0) / 60, 1),

@@ -34,9 +34,9 @@ from qabench import config as qconfig
 from qabench import metrics
 from qabench.data import load_squad
 from qabench.io import read_json, write_json
-from qabench.negatives import top_up_negatives
 from qabench.predict import load_model, predict
 from qabench.prepare import prepare
+from qabench.prepare import top_up as top_up_examples
 
 UNSEEN_KINDS = ("paragraph_entity_swap", "antonym", "negation")
 
@@ -65,11 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, originals, _ = prepare(load_squad(args.train), max_questions=train_set.get("max_questions"),
                               holdout_articles=train_set["holdout_articles"],
                               holdout_questions=train_set.get("holdout_questions"), seed=seed)
-    recipe = train_set.get("holdout_negatives") or train_set.get("negatives") or {}
-    trained = train_set.get("negatives", {}).get("kinds", {})
+    # as the prepare_holdout rule reads the recipe: holdout_negatives' keys over those of negatives
+    recipe = {**(train_set.get("negatives") or {}), **(train_set.get("holdout_negatives") or {})}
+    trained = (train_set.get("negatives") or {}).get("kinds", {})
 
-    def top_up(share: float, kinds: dict) -> list:  # as prepare tops up the held-out set (seed + 1)
-        return top_up_negatives(originals, share, kinds, seed + 1, pool_source=originals)[0]
+    def top_up(share: float, kinds: dict) -> list:  # as the prepare_holdout rule tops up the held-out set
+        return top_up_examples(originals, {"share": share, "kinds": kinds}, seed)[0]
 
     recipes = {"real only": originals,
                "config": top_up(recipe.get("share") or 0.0, recipe.get("kinds", {})),
@@ -89,10 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dev_predictions:
         if args.dev_questions:
             raise SystemExit("threshold_sources: --dev-predictions covers all of dev; drop --dev-questions")
-        dev_answers = read_json(Path(args.dev_predictions) / "predictions.json")
-        dev_na_probs = read_json(Path(args.dev_predictions) / "na_probs.json")
-        # those answers are already "" above the predict rule's own threshold: a higher one cannot be scored
-        scorable_below = read_json(Path(args.dev_predictions) / "decision.json")["threshold"]
+        folder = Path(args.dev_predictions)
+        dev_na_probs = read_json(folder / "na_probs.json")
+        if (folder / "best_spans.json").is_file():
+            dev_answers, scorable_below = read_json(folder / "best_spans.json"), float("inf")
+        else:  # older predictions: "" above the predict rule's own threshold, so a higher one cannot be scored
+            dev_answers = read_json(folder / "predictions.json")
+            scorable_below = read_json(folder / "decision.json")["threshold"]
     else:
         dev_result = predict(model, tokenizer, dev, settings, batch_size=args.batch_size, precision=args.precision)
         dev_answers = {qid: answer.text for qid, answer in dev_result.answers.items()}

@@ -143,6 +143,9 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
     efficiency.setdefault("eval_set", next(iter(config["data"]["eval_sets"])))
     if efficiency["eval_set"] not in config["data"]["eval_sets"]:
         raise InputError(source, f"efficiency.eval_set: '{efficiency['eval_set']}' is not one of data.eval_sets")
+    for name in config["learning_curves"]["eval_sets"]:
+        if name not in config["data"]["eval_sets"]:
+            raise InputError(source, f"learning_curves.eval_sets: '{name}' is not one of data.eval_sets")
     tok = config["tokenize"]
     WindowSpec(tok["max_length"], tok["stride"], tok["max_question_tokens"]).validate(f"{source}: tokenize")
     for name, spec in config["models"].items():

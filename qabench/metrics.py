@@ -188,12 +188,22 @@ def evaluate_files(
     predictions_path: str | os.PathLike,
     na_probs_path: str | os.PathLike | None = None,
     na_prob_thresh: float = 1.0,
+    best_spans_path: str | os.PathLike | None = None,
 ) -> dict:
-    """Load and validate the three files, then ``evaluate``; every problem is an InputError."""
+    """Load and validate the files, then ``evaluate``; every problem is an InputError.
+
+    With ``best_spans_path`` (each question's best answer, whatever its na_prob) the best_* keys
+    are computed from those answers: from decided predictions they would be understated wherever the
+    predictions abstain, since an abstention has no answer left to score at a higher threshold."""
     examples = load_squad(data_path)
     predictions = load_predictions(predictions_path)
     na_probs = load_na_probs(na_probs_path) if na_probs_path is not None else None
-    return evaluate(
+    result = evaluate(
         examples, predictions, na_probs, na_prob_thresh,
         predictions_source=predictions_path, na_probs_source=na_probs_path,
     )
+    if best_spans_path is not None and na_probs is not None:
+        best = evaluate(examples, load_predictions(best_spans_path), na_probs, na_prob_thresh,
+                        predictions_source=best_spans_path, na_probs_source=na_probs_path)
+        result.update({key: best[key] for key in ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")})
+    return result

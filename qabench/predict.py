@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "qabench.json"
 DEFAULT_SETTINGS = {"max_length": 384, "stride": 128, "max_question_tokens": 64,
-                    "max_answer_tokens": 30, "n_best": 20, "null_threshold": 0.0}
+                    "max_answer_tokens": 30, "n_best": 20}
 
 
 # files that say which family a saved directory holds (config.json's model_type says t5 or encoder)
@@ -50,9 +50,6 @@ def _check_settings(settings: dict, path: Path) -> None:
     stride = settings.get("stride")
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
         raise InputError(path, f"stride must be a non-negative integer, found {stride!r}")
-    threshold = settings.get("null_threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise InputError(path, f"null_threshold must be a finite number, found {threshold!r}")
     if not isinstance(settings.get("options", {}), dict):
         raise InputError(path, "options must be a JSON object")
 
@@ -207,6 +204,17 @@ class PredictionResult:
     threshold: float
     stats: dict = field(default_factory=dict)
 
+    def best_answers(self) -> dict[str, str]:
+        """Each question's best answer whatever its na_prob (what the official best_* keys score)."""
+        return {qid: answer.text for qid, answer in self.answers.items()}
+
+    def check_finite(self, model: str | Path) -> None:
+        """Damaged weights show as a non-finite no-answer score: one InputError naming ``model``."""
+        broken = next((qid for qid, value in self.na_probs.items() if not math.isfinite(value)), None)
+        if broken is not None:
+            raise InputError(model, f"gives a non-finite no-answer score ({self.na_probs[broken]}) for question "
+                                    f"'{broken}': damaged weights?")
+
 
 def window_logits(model, span_logits, features, pad_id: int, batch_size: int, precision: str = "fp32",
                   progress: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -230,12 +238,12 @@ def window_logits(model, span_logits, features, pad_id: int, batch_size: int, pr
 
 
 def predict(model, tokenizer, examples: list[Example], settings: dict, batch_size: int = 64,
-            threshold: float | None = None, precision: str = "fp32", progress: bool = True,
+            threshold: float = 0.0, precision: str = "fp32", progress: bool = True,
             abstain_share: float | None = None) -> PredictionResult:
     """Tokenize into windows, run the model length-sorted, and pick the best answer per question.
 
-    The abstain threshold is ``threshold``, else the model's own (chosen on held-out training
-    articles); with ``abstain_share`` it is the one that abstains on that share of ``examples``.
+    A question is abstained on ("") when its na_prob exceeds ``threshold`` (see qabench.threshold);
+    with ``abstain_share`` the threshold is the one that abstains on that share of ``examples``.
     """
     model_family = models.family(settings.get("family", "encoder"))
     if hasattr(model_family, "span_logits"):
@@ -252,8 +260,7 @@ def predict(model, tokenizer, examples: list[Example], settings: dict, batch_siz
 
 
 def _predict_spans(model, model_family, tokenizer, examples: list[Example], settings: dict, batch_size: int,
-                   threshold: float | None, precision: str, progress: bool) -> PredictionResult:
-    threshold = settings["null_threshold"] if threshold is None else threshold
+                   threshold: float, precision: str, progress: bool) -> PredictionResult:
     spec = WindowSpec(settings["max_length"], settings["stride"], settings["max_question_tokens"])
     t0 = time.perf_counter()
     features = tokenize_examples(examples, tokenizer, spec)

@@ -31,25 +31,25 @@ def subset(examples: list[Example], max_questions: int | None, seed: int) -> lis
 
 def prepare(examples: list[Example], *, max_questions: int | None = None, holdout_articles: int = 0,
             holdout_questions: int | None = None, negatives: dict | None = None,
-            holdout_negatives: dict | None = None, seed: int = 13) -> tuple[list[Example], list[Example], dict]:
-    """(train, holdout, record): whole articles held out, seeded subsets, then synthetic negatives.
+            seed: int = 13) -> tuple[list[Example], list[Example], dict]:
+    """(train, holdout, record): whole articles held out, seeded subsets, then synthetic negatives
+    for the training table.
 
     ``negatives`` is a recipe ``{"share": S, "kinds": {kind: weight}}``: real unanswerable questions
     count first and synthetic ones of those kinds top them up to a share S of all questions (none when
-    S is 0 or None, or the real ones reach it). The held-out set gets ``holdout_negatives`` (default:
-    the same recipe). The record counts what each table holds.
+    S is 0 or None, or the real ones reach it). The held-out questions are returned as they are: they
+    get their own recipe later (``top_up``), so that changing it never touches the training table.
+    The record says what the training table holds.
     """
     train, holdout = split_articles(examples, holdout_articles, seed)
     train = subset(train, max_questions, seed)
     holdout = subset(holdout, holdout_questions, seed)
-    if holdout_negatives is None:
-        holdout_negatives = negatives
-    train, train_record = _top_up(train, negatives, seed)
-    holdout, holdout_record = _top_up(holdout, holdout_negatives, seed + 1)
-    return train, holdout, {"train": train_record, "holdout": holdout_record}
+    train, record = top_up(train, negatives, seed)
+    return train, holdout, record
 
 
-def _top_up(examples: list[Example], recipe: dict | None, seed: int) -> tuple[list[Example], dict]:
+def top_up(examples: list[Example], recipe: dict | None, seed: int) -> tuple[list[Example], dict]:
+    """``examples`` with synthetic negatives made from themselves by ``recipe``, and their record."""
     recipe = recipe or {}
     return top_up_negatives(examples, recipe.get("share") or 0.0, recipe.get("kinds", {}), seed,
                             pool_source=examples)

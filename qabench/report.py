@@ -80,7 +80,7 @@ def measured_row(entry: dict) -> dict:
                f"torch {machine.get('torch', '?')}" + (f", {cost['implementation']}" if cost.get("implementation") else "")
         if machine else None,
         threshold=decision["threshold"],
-        threshold_source=decision.get("threshold_rule", settings.get("threshold_source")),
+        threshold_source=decision.get("threshold_rule"),
         init=settings.get("origin"), train_questions=training.get("data", {}).get("questions"),
         train_wall_s=training_wall_s(training),
         train_data=_read(entry.get("train_record")).get("summary"),
@@ -163,6 +163,36 @@ def plot_pareto(rows: list[dict], eval_set: str, name: str, out_path: str | Path
     ax.grid(alpha=0.3)
     if not points:
         ax.text(0.5, 0.5, "no measured costs", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def plot_learning_curve(points: list[dict], model: str, out_path: str | Path) -> None:
+    """Held-out F1 (at each point's own threshold), held-out HasAns F1 answering every question, and each
+    eval set's F1 at the held-out threshold, against training hours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qabench.io import atomic_path
+
+    hours = [p["trained_s"] / 3600 for p in points]
+    eval_sets = [key for key in (points[0] if points else {}) if key not in ("step", "trained_s", "threshold",
+                                                                             "holdout")]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    ax.plot(hours, [p["holdout"]["f1"] for p in points], marker="o", label="held-out F1")
+    ax.plot(hours, [p["holdout"]["HasAns_f1_answering_all"] for p in points], marker="o", ls=":",
+            label="held-out HasAns F1 (answering all)")
+    for name in eval_sets:
+        ax.plot(hours, [p[name]["f1"] for p in points], marker="s", label=f"{name} F1 (held-out threshold)")
+    ax.set_xlabel("training time (hours)")
+    ax.set_ylabel("F1")
+    ax.set_title(f"learning curve: {model}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png")
@@ -260,10 +290,10 @@ def to_markdown(rows: list[dict], plots: dict[str, list[tuple[str, str]]] | None
         lines.append("")
     lines += [
         "Notes:",
-        "- EM/F1 use the threshold chosen at training time on held-out training articles (column *threshold*: "
-        "abstain when null score minus best span score exceeds it); *best F1* is the official oracle "
-        "threshold searched on the eval set itself, shown for comparison only; *gap to best* is best F1 minus F1, "
-        "what choosing the threshold without the eval set cost.",
+        "- EM/F1 use each model's own threshold, chosen after training on held-out training articles "
+        "(column *threshold*: abstain when null score minus best span score exceeds it); *best F1* is the "
+        "official oracle threshold searched on the eval set itself, shown for comparison only; *gap to best* "
+        "is best F1 minus F1, what choosing the threshold without the eval set cost.",
         "- *strict EM*: exact string equality without SQuAD's normalisation.",
         "- Costs come from the efficiency rule, run alone on the machine named in summary.csv (*device*): "
         "*p50/p95 ms*, latency per question at batch 1 (tokenization, model and span search) over a fixed "
@@ -271,4 +301,27 @@ def to_markdown(rows: list[dict], plots: dict[str, list[tuple[str, str]]] | None
         "*peak MB*, the benchmark process's peak resident memory; *size MB*, the whole checkpoint directory.",
         "",
     ]
+    return "\n".join(lines)
+
+
+def curves_markdown(curves: dict[str, list[dict]], plots: dict[str, str]) -> str:
+    """A learning-curve section: per model, F1 against training time (``plots``: model -> relative path)."""
+    lines = ["## Learning curves", "",
+             "Each point is the model at a weight snapshot of its training (the last: the finished model), with "
+             "its own threshold chosen on the held-out questions. *HasAns F1 (all)*: held-out answerable questions "
+             "answered without abstaining, how well spans are learned.", ""]
+    for model, points in curves.items():
+        eval_sets = [k for k in points[0] if k not in ("step", "trained_s", "threshold", "holdout")] if points else []
+        lines += [f"### {model}", "",
+                  "| step | training h | threshold | held-out F1 | HasAns F1 (all) | "
+                  + " | ".join(f"{e} F1 | {e} best F1" for e in eval_sets) + (" |" if eval_sets else ""),
+                  "|---:|---:|---:|---:|---:|" + "---:|---:|" * len(eval_sets)]
+        for p in points:
+            cells = [str(p["step"]), _fmt(p["trained_s"] / 3600), _fmt(p["threshold"], 3), _fmt(p["holdout"]["f1"]),
+                     _fmt(p["holdout"]["HasAns_f1_answering_all"])]
+            cells += [v for e in eval_sets for v in (_fmt(p[e]["f1"]), _fmt(p[e]["best_f1"]))]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        if model in plots:
+            lines += [f"![learning curve of {model}]({plots[model]})", ""]
     return "\n".join(lines)

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model, save_model
 
 from qabench import devices
 from qabench.batching import grouped_training_batches, pad_batch, training_width
@@ -39,6 +41,7 @@ class TrainSettings:
     precision: str = "fp32"  # or "bf16" (autocast; fast on GPUs and CPUs with AVX-512/AMX), or "auto" (bf16 where fast)
     save_every_steps: int = 200
     log_every_steps: int = 20
+    snapshot_every_steps: int | None = None  # keep the weights every N steps, for learning curves
 
 
 def check_settings(settings: TrainSettings, where: str = "training settings") -> None:
@@ -54,7 +57,8 @@ def check_settings(settings: TrainSettings, where: str = "training settings") ->
     for name in ("epochs", "learning_rate", "max_grad_norm"):
         if number(name) <= 0:
             raise InputError(where, f"{name} must be positive, got {getattr(settings, name)!r}")
-    for name in ("batch_size", "save_every_steps", "log_every_steps"):
+    for name in ("batch_size", "save_every_steps", "log_every_steps") + (
+            ("snapshot_every_steps",) if settings.snapshot_every_steps is not None else ()):
         if number(name, integer=True) < 1:
             raise InputError(where, f"{name} must be a positive integer, got {getattr(settings, name)!r}")
     if not 0 <= number("warmup_ratio") <= 1:
@@ -147,6 +151,37 @@ def _save_state(state_dir: Path, model, optimizer, scheduler, step: int, rank_rn
         state["rank_rng"] = rank_rng
     with atomic_path(state_dir / "checkpoint.pt") as tmp:
         torch.save(state, tmp)
+
+
+SNAPSHOTS = "snapshots"
+
+
+def _save_snapshot(state_dir: Path, model, step: int, trained_s: float) -> None:
+    """The weights at ``step`` (safetensors; the step and training seconds so far in its metadata)."""
+    with atomic_path(state_dir / SNAPSHOTS / f"step-{step:07d}.safetensors") as tmp:
+        save_model(model, str(tmp), metadata={"step": str(step), "trained_s": f"{trained_s:.3f}"})
+
+
+def snapshots(model_dir: str | Path) -> list[dict]:
+    """The weight snapshots a training run kept in ``model_dir``, by step: {step, trained_s, path}."""
+    found = []
+    for path in sorted((Path(model_dir) / SNAPSHOTS).glob("step-*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            found.append({"step": int(metadata["step"]), "trained_s": float(metadata["trained_s"]), "path": path})
+        except (OSError, KeyError, ValueError, SafetensorError) as err:
+            raise InputError(path, f"not a weight snapshot of a training run ({first_line(err)})") from None
+    return sorted(found, key=lambda s: s["step"])
+
+
+def load_snapshot(model, path: str | Path):
+    """``model`` (of the architecture the snapshot was taken from) with the snapshot's weights, in eval mode."""
+    try:
+        load_model(model, str(path), strict=True, device=str(devices.model_device(model)))
+    except (OSError, RuntimeError, SafetensorError) as err:
+        raise InputError(path, f"does not fit this model ({first_line(err)[:200]})") from None
+    return model.eval()
 
 
 def load_state(checkpoint: Path) -> dict:
@@ -337,6 +372,10 @@ def _train(model, features, batch_loss, settings: TrainSettings, state_dir: Path
                     log_file.flush()
                 bar.set_postfix(loss=f"{entry['loss']:.3f}")
                 running = []
+            # the snapshot first: a checkpoint at a step always has that step's snapshot beside it
+            if settings.snapshot_every_steps and step % settings.snapshot_every_steps == 0 and step < total_steps \
+                    and rank == 0:
+                _save_snapshot(state_dir, model, step, trained_s())
             if step % settings.save_every_steps == 0 and step < total_steps:
                 if world == 1:
                     _save_state(state_dir, model, optimizer, scheduler, step, wall_s=trained_s())
@@ -354,8 +393,10 @@ def _train(model, features, batch_loss, settings: TrainSettings, state_dir: Path
 
 
 def finish(state_dir: str | Path, out_dir: str | Path) -> None:
-    """Keep the loss log with the model and drop the resume checkpoint."""
+    """Keep the loss log and the weight snapshots with the model and drop the resume checkpoint."""
     state_dir = Path(state_dir)
     if (state_dir / "loss.jsonl").is_file():
         shutil.copyfile(state_dir / "loss.jsonl", Path(out_dir) / "loss.jsonl")
+    if (state_dir / SNAPSHOTS).is_dir():
+        shutil.move(state_dir / SNAPSHOTS, Path(out_dir) / SNAPSHOTS)
     shutil.rmtree(state_dir, ignore_errors=True)

@@ -24,12 +24,22 @@ def train_sources_json(wildcards):
 
 def train_examples(wildcards):
     """The examples a model trains on (and its variants): those of its training set."""
-    folder = f"results/data/train/{MODELS[wildcards.model]['train_set']}"
-    return {"train": f"{folder}/train.parquet", "holdout": f"{folder}/holdout.parquet"}
+    return f"results/data/train/{MODELS[wildcards.model]['train_set']}/train.parquet"
+
+
+def holdout_examples(wildcards):
+    """The held-out questions that choose a model's abstain threshold."""
+    return f"results/data/train/{MODELS[wildcards.model]['train_set']}/holdout.parquet"
 
 
 def train_record(model):
     return f"results/data/train/{MODELS[model]['train_set']}/record.json"
+
+
+def negatives_args(recipe):
+    args = ["--unanswerable-share", recipe.get("share") or 0]
+    return args + [arg for kind, weight in sorted(recipe.get("kinds", {}).items())
+                   for arg in ("--negative", f"{kind}={weight}")]
 
 
 def train_prepare_args(wildcards):
@@ -39,15 +49,14 @@ def train_prepare_args(wildcards):
         args += ["--max-questions", train["max_questions"]]
     if train.get("holdout_questions"):
         args += ["--holdout-questions", train["holdout_questions"]]
-    for key, prefix in (("negatives", "--"), ("holdout_negatives", "--holdout-")):
-        recipe = train.get(key)
-        if recipe is None:
-            continue
-        if "share" in recipe or key == "negatives":
-            args += [f"{prefix}unanswerable-share", recipe.get("share") or 0]
-        args += [arg for kind, weight in sorted(recipe.get("kinds", {}).items())
-                 for arg in (f"{prefix}negative", f"{kind}={weight}")]
-    return shlex.join(map(str, args))
+    return shlex.join(map(str, args + negatives_args(train.get("negatives") or {})))
+
+
+def holdout_prepare_args(wildcards):
+    train = train_set(config, wildcards.train_set)
+    # holdout_negatives' keys replace those of negatives (kinds without a share keep the training share)
+    recipe = {**(train.get("negatives") or {}), **(train.get("holdout_negatives") or {})}
+    return shlex.join(map(str, ["--seed", SEED, *negatives_args(recipe)]))
 
 
 def train_options(wildcards):
@@ -61,6 +70,7 @@ def train_options(wildcards):
         f"--max-length {window['max_length']} --stride {window['stride']} "
         f"--max-question-tokens {window['max_question_tokens']}"
         + ("" if settings["synthetic_negatives"] else " --no-synthetic-negatives")
+        + (f" --snapshot-every-steps {settings['snapshot_every_steps']}" if settings.get("snapshot_every_steps") else "")
     )
 
 
@@ -88,9 +98,16 @@ def eval_set_file(eval_set):
     return f"results/data/raw/{DATA['eval_sets'][eval_set]['source']}.json.gz"
 
 
-def abstain_share_flag(eval_set):
-    share = DATA["eval_sets"][eval_set].get("abstain_share")
-    return "" if share is None else f"--abstain-share {share}"
+def threshold_input(wildcards):
+    """The chosen threshold a prediction abstains by, unless its eval set abstains on a known share."""
+    if DATA["eval_sets"][wildcards.eval_set].get("abstain_share") is not None:
+        return {}
+    return {"threshold": f"results/thresholds/{wildcards.model}/{wildcards.variant}.json"}
+
+
+def decision_args(wildcards, input):
+    share = DATA["eval_sets"][wildcards.eval_set].get("abstain_share")
+    return f"--abstain-share {share}" if share is not None else shlex.join(["--threshold-file", input.threshold])
 
 
 def summary_rows(wildcards):

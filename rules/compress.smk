@@ -1,6 +1,6 @@
 rule compress:
     input:
-        unpack(train_examples),
+        examples=train_examples,
         base="results/models/{model}/base",
         manifest="results/features/{model}/train/manifest.json",
     output:
@@ -26,6 +26,6 @@ rule compress:
         model_env
     shell:
         "python -m workflow_scripts.compress --method {params.method:q} --base {input.base:q} --out {output:q} "
-        "--options {params.options:q} --manifest {input.manifest:q} --examples {input.train:q} "
-        "--holdout {input.holdout:q} --state-dir {params.state_dir:q} --seed {params.seed} --threads {threads} "
+        "--options {params.options:q} --manifest {input.manifest:q} --examples {input.examples:q} "
+        "--state-dir {params.state_dir:q} --seed {params.seed} --threads {threads} "
         "> {log:q} 2>&1"

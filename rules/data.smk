@@ -38,7 +38,7 @@ rule prepare_train:
         record="results/data/train/{train_set}/source.json",
     output:
         train="results/data/train/{train_set}/train.parquet",
-        holdout="results/data/train/{train_set}/holdout.parquet",
+        held_out="results/data/train/{train_set}/held_out_questions.parquet",
         record="results/data/train/{train_set}/record.json",
     params:
         options=train_prepare_args,
@@ -48,8 +48,27 @@ rule prepare_train:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.prepare_examples --squad {input.data:q} --source-info {input.record:q} "
-        "--out {output.train:q} --holdout-out {output.holdout:q} --record-out {output.record:q} "
+        "--out {output.train:q} --holdout-out {output.held_out:q} --record-out {output.record:q} "
         "{params.options} > {log:q} 2>&1"
+
+
+# the held-out articles' questions with their own synthetic negatives: the set that chooses each
+# model's abstain threshold (its own rule, so a new recipe re-chooses thresholds without retraining)
+rule prepare_holdout:
+    input:
+        "results/data/train/{train_set}/held_out_questions.parquet",
+    output:
+        holdout="results/data/train/{train_set}/holdout.parquet",
+        record="results/data/train/{train_set}/holdout.json",
+    params:
+        options=holdout_prepare_args,
+    log:
+        "logs/prepare/holdout-{train_set}.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "python -m workflow_scripts.prepare_examples --squad {input:q} --out {output.holdout:q} "
+        "--record-out {output.record:q} {params.options} > {log:q} 2>&1"
 
 
 rule prepare_eval:
@@ -67,7 +86,7 @@ rule prepare_eval:
 
 rule tokenize_shard:
     input:
-        lambda wc: train_examples(wc)["train"],
+        train_examples,
     output:
         "results/features/{model}/train/shard-{shard}.parquet",
     params:

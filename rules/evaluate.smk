@@ -1,17 +1,43 @@
+# every model and variant chooses its own abstain threshold: best F1 on the held-out questions
+rule choose_threshold:
+    input:
+        model="results/models/{model}/{variant}",
+        holdout=holdout_examples,
+    output:
+        "results/thresholds/{model}/{variant}.json",
+    params:
+        batch_size=config["predict"]["batch_size"],
+        precision=config["predict"]["precision"],
+        device=config["predict"]["device"],
+    threads: config["threads"]["predict"]
+    log:
+        "logs/threshold/{model}/{variant}.log",
+    benchmark:
+        "results/benchmarks/threshold/{model}/{variant}.tsv"
+    conda:
+        model_env
+    shell:
+        "python -m workflow_scripts.choose_threshold --model {input.model:q} --holdout {input.holdout:q} "
+        "--out {output:q} --batch-size {params.batch_size} --precision {params.precision} "
+        "--device {params.device} --threads {threads} > {log:q} 2>&1"
+
+
 rule predict:
     input:
+        unpack(threshold_input),
         model="results/models/{model}/{variant}",
         examples="results/data/examples/{eval_set}.parquet",
     output:
         predictions="results/predictions/{model}/{variant}/{eval_set}/predictions.json",
         na_probs="results/predictions/{model}/{variant}/{eval_set}/na_probs.json",
+        best_spans="results/predictions/{model}/{variant}/{eval_set}/best_spans.json",
         decision="results/predictions/{model}/{variant}/{eval_set}/decision.json",
     params:
         out_dir=subpath(output.predictions, parent=True),
         batch_size=config["predict"]["batch_size"],
         precision=config["predict"]["precision"],
         device=config["predict"]["device"],
-        decision=lambda wc: abstain_share_flag(wc.eval_set),
+        decision=decision_args,
     threads: config["threads"]["predict"]
     log:
         "logs/predict/{model}/{variant}/{eval_set}.log",
@@ -30,6 +56,7 @@ rule evaluate:
         data=lambda wc: eval_set_file(wc.eval_set),
         predictions="results/predictions/{model}/{variant}/{eval_set}/predictions.json",
         na_probs="results/predictions/{model}/{variant}/{eval_set}/na_probs.json",
+        best_spans="results/predictions/{model}/{variant}/{eval_set}/best_spans.json",
         decision="results/predictions/{model}/{variant}/{eval_set}/decision.json",
     output:
         "results/metrics/{model}/{variant}/{eval_set}.json",
@@ -39,7 +66,8 @@ rule evaluate:
         "../envs/data.yaml"
     shell:
         "python -m workflow_scripts.evaluate --data {input.data:q} --predictions {input.predictions:q} "
-        "--na-probs {input.na_probs:q} --decision {input.decision:q} --out {output:q} > {log:q} 2>&1"
+        "--na-probs {input.na_probs:q} --best-spans {input.best_spans:q} --decision {input.decision:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule efficiency:
@@ -65,3 +93,32 @@ rule efficiency:
         "--training {params.training:q} --questions {params.questions} "
         "--batch-size {params.batch_size} --device {params.device} --threads {params.torch_threads} --out {output:q} "
         "> {log:q} 2>&1"
+
+
+# a model scored at the weight snapshots its training kept (models with train.snapshot_every_steps)
+rule learning_curve:
+    input:
+        model="results/models/{model}/base",
+        holdout=holdout_examples,
+        eval_sets=lambda wc: [f"results/data/examples/{e}.parquet" for e in config["learning_curves"]["eval_sets"]],
+    output:
+        "results/curves/{model}.json",
+    params:
+        eval_sets=lambda wc, input: shlex.join(
+            arg for name, path in zip(config["learning_curves"]["eval_sets"], input.eval_sets)
+            for arg in ("--eval", f"{name}={path}")
+        ),
+        batch_size=config["predict"]["batch_size"],
+        precision=config["predict"]["precision"],
+        device=config["predict"]["device"],
+    threads: config["threads"]["predict"]
+    log:
+        "logs/curves/{model}.log",
+    benchmark:
+        "results/benchmarks/curves/{model}.tsv"
+    conda:
+        model_env
+    shell:
+        "python -m workflow_scripts.learning_curve --model {input.model:q} --holdout {input.holdout:q} "
+        "{params.eval_sets} --out {output:q} --batch-size {params.batch_size} --precision {params.precision} "
+        "--device {params.device} --threads {threads} > {log:q} 2>&1"

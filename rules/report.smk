@@ -6,6 +6,7 @@ rule summarize:
         efficiency=per_variant("results/efficiency/{model}/{variant}.json"),
         eval_data=sorted({eval_set_file(e) for e in EVAL_SETS}),
         train_records=sorted({train_record(m) for m in MODELS}),
+        curves=expand("results/curves/{model}.json", model=CURVE_MODELS),
     output:
         markdown=report("results/summary.md", category="Summary"),
         csv="results/summary.csv",
@@ -13,17 +14,20 @@ rule summarize:
             expand("results/plots/{eval_set}-f1-vs-{cost}.png", eval_set=EVAL_SETS, cost=["latency", "size"]),
             category="Pareto fronts",
         ),
+        curve_plots=report(expand("results/plots/curve-{model}.png", model=CURVE_MODELS), category="Learning curves"),
     params:
         plots_dir=lambda wc, output: output.plots[0].rsplit("/", 1)[0],
         rows=summary_rows,
         eval_sets=json.dumps({e: eval_set_file(e) for e in EVAL_SETS}, sort_keys=True),
+        curves=lambda wc, input: json.dumps(dict(zip(CURVE_MODELS, input.curves)), sort_keys=True),
     log:
         "logs/summarize.log",
     conda:
         "../envs/report.yaml"
     shell:
         "python -m workflow_scripts.summarize --rows {params.rows:q} --eval-sets {params.eval_sets:q} "
-        "--markdown {output.markdown:q} --csv {output.csv:q} --plots-dir {params.plots_dir:q} > {log:q} 2>&1"
+        "--markdown {output.markdown:q} --csv {output.csv:q} --plots-dir {params.plots_dir:q} "
+        "--curves {params.curves:q} > {log:q} 2>&1"
 
 
 # One target per model (`snakemake --cores 8 model_minilm`): its base and variants trained, scored

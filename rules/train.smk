@@ -1,6 +1,6 @@
 rule train:
     input:
-        unpack(train_examples),
+        examples=train_examples,
         manifest="results/features/{model}/train/manifest.json",
     output:
         directory("results/models/{model}/base"),
@@ -23,7 +23,7 @@ rule train:
     conda:
         model_env
     shell:
-        "{params.launch} --manifest {input.manifest:q} --examples {input.train:q} "
-        "--holdout {input.holdout:q} --family {params.family:q} --checkpoint {params.checkpoint:q} "
+        "{params.launch} --manifest {input.manifest:q} --examples {input.examples:q} "
+        "--family {params.family:q} --checkpoint {params.checkpoint:q} "
         "--options {params.options:q} --out {output:q} --state-dir {params.state_dir:q} {params.train_options} "
         "--threads {threads} > {log:q} 2>&1"

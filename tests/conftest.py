@@ -44,10 +44,10 @@ def trained_encoder(tokenizer, tmp_path_factory):
     root = tmp_path_factory.mktemp("trained-encoder")
     examples = load_squad(TINY_TRAIN)
     features = tokenize_examples(examples[:24], tokenizer, WindowSpec(**TRAINED_WINDOW))
-    finetune.run(family="encoder", checkpoint=TRAINED_SPEC, options={}, features=features, holdout=examples[24:36],
+    finetune.run(family="encoder", checkpoint=TRAINED_SPEC, options={}, features=features,
                  window=TRAINED_WINDOW, train_settings=TrainSettings(epochs=4, batch_size=8, learning_rate=2e-3, seed=3),
                  out_dir=root / "base", state_dir=root / "base-state", data_counts={})
-    return root / "base", compression.TrainingData(features, examples[:24], examples[24:36])
+    return root / "base", compression.TrainingData(features, examples[:24])
 
 
 class _Unpickled:

@@ -99,6 +99,7 @@ def ws(trained_encoder, tmp_path_factory, tokenizer):
     predictions = root / "predictions"
     write_json(predictions / "predictions.json", result.predictions)
     write_json(predictions / "na_probs.json", result.na_probs)
+    write_json(predictions / "best_spans.json", result.best_answers())
     write_json(predictions / "decision.json", {"threshold": result.threshold, **result.stats})
     write_json(root / "metrics.json", metrics.evaluate_files(TINY_DEV, predictions / "predictions.json",
                                                              predictions / "na_probs.json", result.threshold))
@@ -168,10 +169,15 @@ class Case:
 
 
 def train_argv(ws, tmp, **changes) -> list[str]:
-    args = {"--manifest": ws["manifest"], "--examples": ws["examples"], "--holdout": ws["holdout"],
+    args = {"--manifest": ws["manifest"], "--examples": ws["examples"],
             "--family": "encoder", "--checkpoint": json.dumps(TRAINED_SPEC), "--out": tmp / "model",
             "--state-dir": tmp / "state", "--epochs": "0.1", "--batch-size": "8", "--threads": "1", **changes}
     return [str(x) for kv in args.items() for x in kv] + WINDOW_ARGS
+
+
+def threshold_argv(ws, tmp, model=None, holdout=None, *extra) -> list[str]:
+    return ["--model", str(model or ws["base"]), "--holdout", str(holdout or ws["holdout"]),
+            "--out", str(tmp / "threshold.json"), "--threads", "1", *extra]
 
 
 def predict_argv(ws, tmp, model=None, data=TINY_DEV, *extra) -> list[str]:
@@ -186,7 +192,8 @@ def efficiency_argv(ws, tmp, model=None, data=TINY_DEV, *extra) -> list[str]:
 
 def evaluate_argv(ws, tmp, **changes) -> list[str]:
     args = {"--data": TINY_DEV, "--predictions": ws["predictions"] / "predictions.json",
-            "--na-probs": ws["predictions"] / "na_probs.json", "--decision": ws["predictions"] / "decision.json",
+            "--na-probs": ws["predictions"] / "na_probs.json", "--best-spans": ws["predictions"] / "best_spans.json",
+            "--decision": ws["predictions"] / "decision.json",
             "--out": tmp / "metrics.json", **changes}
     return [str(x) for kv in args.items() if kv[1] is not None for x in kv]
 
@@ -201,7 +208,7 @@ def compress_argv(ws, tmp, base=None, method="int8", options="{}", data=False, e
             "--options", options, "--threads", "1"]
     if data:
         argv += ["--manifest", str(ws["manifest"]), "--examples", str(examples or ws["examples"]),
-                 "--holdout", str(ws["holdout"]), "--state-dir", str(tmp / "state")]
+                 "--state-dir", str(tmp / "state")]
     return argv
 
 
@@ -306,7 +313,7 @@ CASES = [
     Case("train", "features of another examples table", lambda ws, tmp: (
         train_argv(ws, tmp, **{"--examples": ws["holdout"]}), tmp / "model", ws["manifest"],
         "features of another examples table")),
-    _empty_question_case("train", lambda ws, tmp, p: (train_argv(ws, tmp, **{"--holdout": p}), tmp / "model")),
+    _empty_question_case("train", lambda ws, tmp, p: (train_argv(ws, tmp, **{"--examples": p}), tmp / "model")),
     Case("train", "warmup ratio above 1", lambda ws, tmp: (
         train_argv(ws, tmp, **{"--warmup-ratio": "1.5"}), tmp / "model", "--warmup-ratio", "between 0 and 1")),
     Case("train", "warmup ratio nan", lambda ws, tmp: (
@@ -343,6 +350,11 @@ CASES = [
     Case("compress", "features of another examples table", lambda ws, tmp: (
         compress_argv(ws, tmp, method="pruned", data=True, examples=ws["holdout"]), tmp / "variant",
         ws["manifest"], "features of another examples table")),
+    # choose_threshold
+    *_model_dir_cases("choose_threshold", lambda ws, tmp, model: threshold_argv(ws, tmp, model), "threshold.json"),
+    _truncated_parquet("choose_threshold", lambda ws, tmp, p: threshold_argv(ws, tmp, None, p), "threshold.json"),
+    _empty_question_case("choose_threshold", lambda ws, tmp, p: (threshold_argv(ws, tmp, None, p),
+                                                                 tmp / "threshold.json")),
     # predict
     *_model_dir_cases("predict", lambda ws, tmp, model: predict_argv(ws, tmp, model), "out"),
     _truncated_parquet("predict", lambda ws, tmp, p: predict_argv(ws, tmp, None, p), "out"),
@@ -354,6 +366,12 @@ CASES = [
     *[Case("predict", f"--threshold {value}", lambda ws, tmp, value=value: (
         predict_argv(ws, tmp, None, TINY_DEV, f"--threshold={value}"), tmp / "out", "--threshold",
         "must be a finite number")) for value in ("nan", "inf", "-inf")],
+    _json_case("predict", "threshold file not JSON", lambda ws, tmp, p: predict_argv(
+        ws, tmp, None, TINY_DEV, "--threshold-file", str(p)), "out", ("predictions", "decision.json"), None,
+        "not valid JSON"),
+    _json_case("predict", "threshold file with a threshold that is not a number", lambda ws, tmp, p: predict_argv(
+        ws, tmp, None, TINY_DEV, "--threshold-file", str(p)), "out", ("predictions", "decision.json"),
+        lambda d: d.update(threshold="high"), '"threshold" must be a finite number'),
     *[Case("predict", f"--abstain-share {value}", lambda ws, tmp, value=value: (
         predict_argv(ws, tmp, None, TINY_DEV, f"--abstain-share={value}"), tmp / "out", "--abstain-share",
         "between 0 and 1")) for value in ("1.5", "-0.1", "nan")],
@@ -366,6 +384,11 @@ CASES = [
                "metrics.json", ("predictions", "decision.json"), None, "not valid JSON"),
     _json_case("evaluate", "decision without threshold", lambda ws, tmp, p: evaluate_argv(ws, tmp, **{"--decision": p}),
                "metrics.json", ("predictions", "decision.json"), lambda d: d.pop("threshold"), '"threshold" key'),
+    _json_case("evaluate", "best spans not JSON", lambda ws, tmp, p: evaluate_argv(ws, tmp, **{"--best-spans": p}),
+               "metrics.json", ("predictions", "best_spans.json"), None, "not valid JSON"),
+    Case("evaluate", "best spans without na_probs", lambda ws, tmp: (
+        evaluate_argv(ws, tmp, **{"--na-probs": None}), tmp / "metrics.json", ws["predictions"] / "best_spans.json",
+        "--best-spans needs --na-probs")),
     *[Case("evaluate", f"--na-prob-thresh {value}", lambda ws, tmp, value=value: (
         evaluate_argv(ws, tmp, **{"--decision": None, "--na-prob-thresh": value}), tmp / "metrics.json",
         "--na-prob-thresh", "must be a finite number")) for value in ("nan", "inf")],
@@ -483,6 +506,9 @@ def test_the_inputs_are_valid_without_the_damage(ws, tmp_path, capsys):
     runs = [("feature_manifest", ["--shards", str(ws["shard"]), "--out", str(ws["root"] / "features" / "again.json")]),
             ("evaluate", evaluate_argv(ws, tmp_path)),
             ("predict", predict_argv(ws, tmp_path)),
+            ("predict", predict_argv(ws, tmp_path, None, TINY_DEV, "--threshold-file",
+                                     str(ws["predictions"] / "decision.json"))),
+            ("choose_threshold", threshold_argv(ws, tmp_path)),
             ("summarize", summarize_argv(ws, tmp_path)),
             ("tokenize_shard", tokenize_argv(ws, tmp_path))]
     for script, argv in runs:

@@ -268,17 +268,27 @@ def test_cli_good_run_with_holdout_and_negatives(tmp_path):
     assert train.loc[train["origin"] != "original", "is_impossible"].all()
 
 
-def test_cli_holdout_gets_its_own_negatives(tmp_path):
-    common = ("--squad", TRAIN_TINY, "--holdout-articles", "1", "--unanswerable-share", "0.3",
-              "--negative", "other_paragraph=1", "--seed", "3")
-    proc = _run(*common, "--out", tmp_path / "train.parquet", "--holdout-out", tmp_path / "holdout.parquet",
-                "--holdout-negative", "negation=1", "--holdout-negative", "antonym=1")
+def test_cli_holdout_is_written_as_it_is_and_gets_its_own_negatives_from_a_second_run(tmp_path):
+    """The held-out articles' questions come out without synthetic ones; the prepare_holdout rule then
+    runs the script on that table with its own recipe, and the training table never depends on it."""
+    proc = _run("--squad", TRAIN_TINY, "--holdout-articles", "1", "--unanswerable-share", "0.3",
+                "--negative", "other_paragraph=1", "--seed", "3", "--out", tmp_path / "train.parquet",
+                "--holdout-out", tmp_path / "held.parquet", "--record-out", tmp_path / "record.json")
     assert proc.returncode == 0, proc.stderr
-    assert set(pd.read_parquet(tmp_path / "holdout.parquet")["origin"]) == {"original", "neg_negation", "neg_antonym"}
-    proc = _run(*common, "--out", tmp_path / "same.parquet", "--holdout-out", tmp_path / "same-holdout.parquet")
+    held = pd.read_parquet(tmp_path / "held.parquet")
+    assert set(held["origin"]) == {"original"}
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["held_out"] == {"articles": 1, "questions": len(held)}
+    proc = _run("--squad", tmp_path / "held.parquet", "--out", tmp_path / "holdout.parquet", "--seed", "3",
+                "--unanswerable-share", "0.5", "--negative", "negation=1", "--negative", "antonym=1",
+                "--record-out", tmp_path / "holdout.json")
     assert proc.returncode == 0, proc.stderr
-    assert pd.read_parquet(tmp_path / "train.parquet").equals(pd.read_parquet(tmp_path / "same.parquet"))
-    assert set(pd.read_parquet(tmp_path / "same-holdout.parquet")["origin"]) == {"original", "neg_other_paragraph"}
+    holdout = pd.read_parquet(tmp_path / "holdout.parquet")
+    assert set(holdout["origin"]) == {"original", "neg_negation", "neg_antonym"}
+    assert holdout[holdout["origin"] == "original"].reset_index(drop=True).equals(held)
+    negatives = json.loads((tmp_path / "holdout.json").read_text())["negatives"]
+    assert negatives["answerable"] == (~held["is_impossible"]).sum()
+    assert negatives["real_unanswerable"] + sum(negatives["synthetic"].values()) == holdout["is_impossible"].sum()
 
 
 def test_cli_kinds_without_a_share_are_refused(tmp_path):
@@ -287,10 +297,10 @@ def test_cli_kinds_without_a_share_are_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_unknown_holdout_negative_kind(tmp_path):
-    proc = _run("--squad", TRAIN_TINY, "--out", tmp_path / "x.parquet", "--holdout-out", tmp_path / "h.parquet",
-                "--holdout-articles", "1", "--holdout-negative", "negation")
-    _assert_one_line_error(proc, "--holdout-negative", "'negation' is not KIND=WEIGHT")
+def test_cli_negative_without_a_weight(tmp_path):
+    proc = _run("--squad", TRAIN_TINY, "--out", tmp_path / "x.parquet", "--unanswerable-share", "0.3",
+                "--negative", "negation")
+    _assert_one_line_error(proc, "--negative", "'negation' is not KIND=WEIGHT")
     assert list(tmp_path.iterdir()) == []
 
 

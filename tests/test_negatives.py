@@ -13,7 +13,7 @@ from qabench.negatives import (
     KINDS, _SWAPPABLE, add_negatives, antonym, entity_swap, negation, other_paragraph, paragraph_entity_swap,
     sentence_removed, sentence_spans, split_by_weight, synthetic_needed, top_up_negatives,
 )
-from qabench.prepare import prepare, split_articles, subset
+from qabench.prepare import prepare, split_articles, subset, top_up
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_TINY = REPO / "tests" / "data" / "train-tiny.json"
@@ -402,25 +402,22 @@ def test_prepare_holds_out_whole_articles(train):
     assert sum(e.origin == "original" for e in tr) + sum(e.origin == "original" for e in held) == len(train)
     # negatives never carry a paragraph from the other side
     assert not {e.context for e in tr} & {e.context for e in held}
-    assert any(e.origin != "original" for e in held) and any(e.origin != "original" for e in tr)
+    assert {e.origin for e in held} == {"original"} and any(e.origin != "original" for e in tr)
     # the share is reached (up to what the kinds could make)
     unanswerable = sum(e.is_impossible for e in tr)
-    assert unanswerable == record["train"]["real_unanswerable"] + sum(record["train"]["synthetic"].values())
-    assert record["train"]["shortfall"] or unanswerable / len(tr) >= 0.4
+    assert unanswerable == record["real_unanswerable"] + sum(record["synthetic"].values())
+    assert record["shortfall"] or unanswerable / len(tr) >= 0.4
     # seeded
     assert prepare(train, holdout_articles=1, negatives=RECIPE, seed=7) == (tr, held, record)
 
 
-def test_prepare_gives_the_holdout_its_own_negatives(train):
-    holdout_recipe = {"share": 0.3, "kinds": {"negation": 1.0}}
-    tr, held, _ = prepare(train, holdout_articles=1, negatives=RECIPE, holdout_negatives=holdout_recipe, seed=7)
-    assert {e.origin for e in held} == {"original", "neg_negation"}
-    assert (tr, [e for e in held if e.origin == "original"]) == (
-        prepare(train, holdout_articles=1, negatives=RECIPE, seed=7)[0],
-        [e for e in prepare(train, holdout_articles=1, seed=7)[1]])
-    _, no_negatives, record = prepare(train, holdout_articles=1, negatives=RECIPE,
-                                      holdout_negatives={"share": 0}, seed=7)
-    assert {e.origin for e in no_negatives} == {"original"} and record["holdout"]["synthetic_wanted"] == 0
+def test_the_holdout_gets_its_own_negatives_from_its_own_questions(train):
+    _, held, _ = prepare(train, holdout_articles=1, negatives=RECIPE, seed=7)
+    topped, record = top_up(held, {"share": 0.3, "kinds": {"negation": 1.0}}, seed=7)
+    assert topped[: len(held)] == held and {e.origin for e in topped[len(held):]} == {"neg_negation"}
+    assert {e.context for e in topped} == {e.context for e in held}  # nothing from the training articles
+    assert top_up(held, {"share": 0, "kinds": {"negation": 1.0}}, seed=7)[0] == held  # share 0: none
+    assert top_up(held, None, seed=7)[1]["synthetic_wanted"] == 0
 
 
 def test_prepare_subsets_are_seeded_and_in_file_order(train):

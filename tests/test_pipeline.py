@@ -131,7 +131,7 @@ def test_the_training_set_falls_through_to_a_source_it_can_have_and_says_so(smok
     log = (smoke_run / "logs" / "download" / "train-default.log").read_text()
     assert "source train_absent skipped" in log and "tiny SQuAD slice" in log
     record = json.loads((folder / "record.json").read_text())
-    train = record["train"]
+    train = record["negatives"]
     assert train["synthetic_wanted"] > 0 and train["share_wanted"] == 0.4
     made = train["real_unanswerable"] + sum(train["synthetic"].values())
     assert made / (train["answerable"] + made) >= 0.4 or train["shortfall"]
@@ -287,4 +287,44 @@ def test_a_changed_hyper_parameter_reruns_that_model_and_the_summary_only(smoke_
     jobs = planned_jobs(result)
     assert ("train", "tinylstm") in jobs and ("summarize", None) in jobs
     assert {model for _, model in jobs if model} == {"tinylstm"}
-    assert {rule for rule, _ in jobs} == {"train", "predict", "evaluate", "efficiency", "summarize"}
+    assert {rule for rule, _ in jobs} == {"train", "choose_threshold", "predict", "evaluate", "efficiency", "summarize"}
+
+
+def test_a_changed_held_out_recipe_rechooses_thresholds_without_retraining(smoke_run, tmp_path):
+    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    smoke["data"]["train_sets"]["lstm_small"]["holdout_negatives"] = {"share": 0.5, "kinds": {"negation": 1.0}}
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(smoke))
+    command = [c if c != str(REPO / "configs" / "smoke.yaml") else str(changed)
+               for c in snakemake_command(smoke_run, "results/summary.md", "--dry-run")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PATH": path_without_this_venv()})
+    jobs = planned_jobs(result)
+    assert {rule for rule, _ in jobs} == {"prepare_holdout", "choose_threshold", "predict", "evaluate", "summarize"}
+    assert {model for _, model in jobs if model} == {"tinylstm"}
+
+
+def test_predict_abstains_by_the_threshold_its_own_rule_chose(smoke_run):
+    for model, variant in (("tinybert", "base"), ("tinybert", "int8"), ("tinylstm", "base")):
+        chosen = json.loads((smoke_run / "results" / "thresholds" / model / f"{variant}.json").read_text())
+        decision = json.loads((smoke_run / "results" / "predictions" / model / variant / "dev" / "decision.json")
+                              .read_text())
+        assert decision["threshold"] == chosen["threshold"]
+        assert decision["threshold_rule"] == chosen["threshold_rule"]
+        assert chosen["threshold_rule"].startswith("best F1 on ")
+        best = json.loads((smoke_run / "results" / "predictions" / model / variant / "dev" / "best_spans.json")
+                          .read_text())
+        assert all(best.values())  # a span for every question, abstained or not
+
+
+def test_a_model_with_snapshots_has_a_learning_curve_in_the_summary(smoke_run):
+    curve = json.loads((smoke_run / "results" / "curves" / "tinybert.json").read_text())["points"]
+    training = json.loads((smoke_run / "results" / "models" / "tinybert" / "base" / "training.json").read_text())
+    assert [p["step"] for p in curve] == [*range(5, training["steps"], 5), training["steps"]]
+    assert [p["trained_s"] for p in curve] == sorted(p["trained_s"] for p in curve)
+    final = json.loads((smoke_run / "results" / "metrics" / "tinybert" / "base" / "dev.json").read_text())
+    assert curve[-1]["dev"]["f1"] == pytest.approx(final["f1"])  # the last point is the finished model
+    assert curve[-1]["dev"]["best_f1"] == pytest.approx(final["best_f1"])
+    summary = (smoke_run / "results" / "summary.md").read_text()
+    assert "### tinybert" in summary and "![learning curve of tinybert](plots/curve-tinybert.png)" in summary
+    assert (smoke_run / "results" / "plots" / "curve-tinybert.png").stat().st_size > 0

@@ -27,15 +27,14 @@ OPTIONS = {"method": "pruned", "calibration_windows": 48,
 @pytest.fixture(scope="module")
 def data(tokenizer):
     examples = load_squad(TINY_TRAIN)
-    train_examples, holdout = examples[:24], examples[24:36]
-    features = tokenize_examples(train_examples, tokenizer, WindowSpec(**WINDOW))
-    return TrainingData(features, train_examples, holdout)
+    features = tokenize_examples(examples[:24], tokenizer, WindowSpec(**WINDOW))
+    return TrainingData(features, examples[:24])
 
 
 @pytest.fixture(scope="module")
 def base_dir(data, tmp_path_factory):
     root = tmp_path_factory.mktemp("pruned")
-    finetune.run(family="encoder", checkpoint=SPEC, options={}, features=data.features, holdout=data.holdout,
+    finetune.run(family="encoder", checkpoint=SPEC, options={}, features=data.features,
                  window=WINDOW, train_settings=TrainSettings(epochs=4, batch_size=8, learning_rate=2e-3, seed=3),
                  out_dir=root / "base", state_dir=root / "base-state", data_counts={})
     return root / "base"
@@ -68,7 +67,7 @@ def test_parameters_and_file_really_shrink_to_the_target(base_dir, variant_dir):
     saved = (base_dir / "model.safetensors").stat().st_size - (variant_dir / pruned.WEIGHTS_FILE).stat().st_size
     assert saved == pytest.approx(removed_bytes, abs=4096), (saved, removed_bytes)
     model, _, settings = load_model(variant_dir)  # through the dispatcher, rebuilt to the recorded shapes
-    assert settings["variant"] == "pruned" and "held-out" in settings["threshold_source"]
+    assert settings["variant"] == "pruned"
     assert [pruned.layer_shape(layer) for layer in pruned.encoder_layers(model)] == \
         list(zip(record["heads_kept"], record["neurons_kept"]))
     assert sum(p.numel() for p in model.parameters()) == record["params"]
@@ -132,7 +131,7 @@ def test_save_and_load_give_identical_logits(base_dir, data, tokenizer, tmp_path
 
 def test_predicts_through_load_model(variant_dir, data):
     model, tokenizer, settings = load_model(variant_dir)
-    result = predict(model, tokenizer, data.holdout[:4], settings, progress=False)
+    result = predict(model, tokenizer, load_squad(TINY_TRAIN)[24:28], settings, progress=False)
     assert len(result.na_probs) == 4
 
 

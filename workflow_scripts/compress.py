@@ -1,11 +1,12 @@
 """Build a compressed variant (pruned, distilled, lora, int8, qlora) of a fine-tuned base model.
 
     python -m workflow_scripts.compress --method int8 --base MODELS/minilm/base --out MODELS/minilm/int8 \
-        [--options JSON] [--manifest FEATURES/manifest.json --examples TRAIN.parquet --holdout HOLDOUT.parquet] \
+        [--options JSON] [--manifest FEATURES/manifest.json --examples TRAIN.parquet] \
         [--state-dir STATE_DIR] [--seed 13] [--threads N]
 
 Methods that train (pruned recovery, distilled, lora, qlora) read the base's training windows
-(--manifest, --examples) and choose their abstain threshold on --holdout; they resume from --state-dir.
+(--manifest, --examples); they resume from --state-dir. Every variant's abstain threshold is chosen
+afterwards, on held-out questions (workflow_scripts/choose_threshold.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--options", default="{}", help="the method's options (JSON object)")
     parser.add_argument("--manifest", help="feature manifest of the base's training windows")
     parser.add_argument("--examples", help="the examples table those windows came from")
-    parser.add_argument("--holdout", help="held-out examples for choosing the abstain threshold")
     parser.add_argument("--state-dir", help="resume checkpoints of a method that trains")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--threads", type=int)
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         features = read_manifest_features(args.manifest)
         examples = read_examples(args.examples)
         check_features_match(features, examples, args.manifest, args.examples)
-        data = compression.TrainingData(features, examples, read_examples(args.holdout) if args.holdout else [])
+        data = compression.TrainingData(features, examples)
     compression.method(args.method).make(args.base, args.out, options=options, seed=args.seed, data=data,
                                          state_dir=args.state_dir)
     logging.info("%s variant of %s written to %s", args.method, args.base, args.out)

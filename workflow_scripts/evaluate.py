@@ -1,29 +1,23 @@
 """Score SQuAD predictions with the official SQuAD 2.0 metric (plus strict_exact).
 
     python workflow_scripts/evaluate.py --data SQUAD.json[.gz] --predictions PREDS.json \
-        [--na-probs NA.json] [--na-prob-thresh 1.0 | --decision DECISION.json] --out METRICS.json
+        [--na-probs NA.json [--best-spans BEST.json]] [--na-prob-thresh 1.0 | --decision DECISION.json] \
+        --out METRICS.json
+
+--best-spans (each question's best answer, as predict writes it) gives the official best_* keys
+their intended meaning: the score at the best threshold, which decided predictions cannot show
+where they abstain.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Sequence
 
 from qabench.errors import InputError, run_cli
-from qabench.io import check_finite, read_json, stop_with_snakemake, write_json
+from qabench import threshold as abstain_threshold
+from qabench.io import check_finite, stop_with_snakemake, write_json
 from qabench.metrics import evaluate_files
-
-
-def read_decision_threshold(path: str) -> float:
-    """The "threshold" a predict step chose for abstaining (na_prob > threshold -> "")."""
-    decision = read_json(path)
-    if not isinstance(decision, dict) or "threshold" not in decision:
-        raise InputError(path, 'expected a JSON object with a "threshold" key')
-    threshold = decision["threshold"]
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-        raise InputError(path, f'"threshold" must be a finite number, found {threshold!r}')
-    return float(threshold)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -35,6 +29,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--na-prob-thresh", type=float, default=None,
         help="abstain where the no-answer probability exceeds this (default 1.0)",
     )
+    parser.add_argument("--best-spans", help="JSON object: question id -> best answer whatever its na_prob "
+                                             "(for the best_* keys; needs --na-probs)")
     parser.add_argument("--decision", help='JSON file whose "threshold" is used as --na-prob-thresh')
     parser.add_argument("--out", required=True, help="metrics JSON to write")
     return parser.parse_args(argv)
@@ -46,13 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.decision is not None and args.na_prob_thresh is not None:
         raise InputError(args.decision, "--decision and --na-prob-thresh were both given; pass only one")
     if args.decision is not None:
-        threshold = read_decision_threshold(args.decision)
+        threshold, _ = abstain_threshold.read(args.decision)
     elif args.na_prob_thresh is not None:
         threshold = args.na_prob_thresh
     else:
         threshold = 1.0
     check_finite("--na-prob-thresh", threshold)
-    metrics = evaluate_files(args.data, args.predictions, args.na_probs, threshold)
+    if args.best_spans is not None and args.na_probs is None:
+        raise InputError(args.best_spans, "--best-spans needs --na-probs (the best_* keys come from both)")
+    metrics = evaluate_files(args.data, args.predictions, args.na_probs, threshold, args.best_spans)
     write_json(args.out, metrics)
     print(f"exact {metrics['exact']:.2f}  f1 {metrics['f1']:.2f}  "
           f"({metrics['total']} questions, na_prob_thresh {threshold:g}) -> {args.out}")

@@ -1,33 +1,40 @@
 """Answer every question of a SQuAD-format file (or examples table) with a QA checkpoint.
 
-    python workflow_scripts/predict.py --model MODEL_DIR --data FILE.json[.gz]|EXAMPLES.parquet \
-        --out-dir DIR [--batch-size 64] [--threshold T | --abstain-share S] [--precision fp32|bf16|auto] [--threads N]
+    python workflow_scripts/predict.py --model MODEL_DIR --data FILE.json[.gz]|EXAMPLES.parquet --out-dir DIR \
+        [--batch-size 64] [--threshold-file THRESHOLD.json | --threshold T | --abstain-share S] \
+        [--precision fp32|bf16|auto] [--threads N]
 
 Writes DIR/predictions.json ({id: answer}, "" to abstain), DIR/na_probs.json ({id: null score
-minus best span score}) and DIR/decision.json (the threshold used, how it was chosen, and timing).
+minus best span score}), DIR/best_spans.json ({id: best answer whatever its na_prob}) and
+DIR/decision.json (the threshold used, how it was chosen, and timing). Without a threshold option
+the threshold is 0; a THRESHOLD.json is what workflow_scripts/choose_threshold.py writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 from typing import Sequence
 
 from qabench import cli, devices
+from qabench import threshold as abstain_threshold
 from qabench.data import read_examples
-from qabench.errors import InputError, run_cli
+from qabench.errors import run_cli
 from qabench.io import check_finite, check_fraction, check_positive, stop_with_snakemake, write_json
 from qabench.predict import load_model, predict
 
 
-def threshold_rule(args: argparse.Namespace, settings: dict) -> str:
+def decision(args: argparse.Namespace) -> tuple[float, str]:
+    """The threshold to decide with, and how it was chosen (an abstain share decides after predicting)."""
+    if args.threshold_file is not None:
+        return abstain_threshold.read(args.threshold_file)
     if args.abstain_share is not None:
-        return f"abstain on a share of {args.abstain_share:g} of these questions (highest na_prob)"
+        return abstain_threshold.DEFAULT, f"abstain on a share of {args.abstain_share:g} of these questions " \
+                                          "(highest na_prob)"
     if args.threshold is not None:
-        return "given on the command line"
-    return settings.get("threshold_source", "the default, 0")
+        return args.threshold, "given on the command line"
+    return abstain_threshold.DEFAULT, f"the default, {abstain_threshold.DEFAULT:g}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,11 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True)
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--batch-size", type=int, default=64)
-    decision = parser.add_mutually_exclusive_group()
-    decision.add_argument("--threshold", type=float, help="abstain when na_prob exceeds this (default: the model's)")
-    decision.add_argument("--abstain-share", type=float, metavar="S",
-                          help="abstain on this share (0-1) of the questions, those with the highest na_prob "
-                               "(for a set whose share of unanswerable questions is known)")
+    rule = parser.add_mutually_exclusive_group()
+    rule.add_argument("--threshold-file", help="JSON whose \"threshold\" to abstain by (choose_threshold's output)")
+    rule.add_argument("--threshold", type=float, help="abstain when na_prob exceeds this (default 0)")
+    rule.add_argument("--abstain-share", type=float, metavar="S",
+                      help="abstain on this share (0-1) of the questions, those with the highest na_prob "
+                           "(for a set whose share of unanswerable questions is known)")
     parser.add_argument("--precision", choices=devices.PRECISIONS, default="fp32")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (int8 and qlora variants keep their own)")
@@ -50,19 +58,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_finite("--threshold", args.threshold)
     check_positive("--batch-size", args.batch_size)
     check_positive("--threads", args.threads)
+    threshold, threshold_rule = decision(args)
     cli.setup(args.threads)
     examples = read_examples(args.data)
     model, tokenizer, settings = load_model(args.model, args.device)
     result = predict(model, tokenizer, examples, settings, batch_size=args.batch_size,
-                     threshold=args.threshold, precision=args.precision, abstain_share=args.abstain_share)
-    broken = next((qid for qid, value in result.na_probs.items() if not math.isfinite(value)), None)
-    if broken is not None:
-        raise InputError(args.model, f"gives a non-finite no-answer score ({result.na_probs[broken]}) for question "
-                                     f"'{broken}': damaged weights?")
+                     threshold=threshold, precision=args.precision, abstain_share=args.abstain_share)
+    result.check_finite(args.model)
     out = Path(args.out_dir)
     write_json(out / "predictions.json", result.predictions)
     write_json(out / "na_probs.json", result.na_probs)
-    write_json(out / "decision.json", {"threshold": result.threshold, "threshold_rule": threshold_rule(args, settings),
+    write_json(out / "best_spans.json", result.best_answers())
+    write_json(out / "decision.json", {"threshold": result.threshold, "threshold_rule": threshold_rule,
                                        "model": args.model, **result.stats})
     logging.info("%d questions, %.1f questions/s, %d abstentions", len(examples), result.stats["questions_per_s"],
                  sum(1 for v in result.predictions.values() if v == ""))

@@ -1,15 +1,16 @@
-"""Validate a SQuAD file (v1.1 or v2.0) and flatten it to a parquet table, one row per question.
+"""Validate a SQuAD file (v1.1 or v2.0) or an examples table and flatten it to a parquet table, one
+row per question, with synthetic unanswerable questions where asked.
 
-    python workflow_scripts/prepare_examples.py --squad FILE.json[.gz] --out EXAMPLES.parquet \
+    python workflow_scripts/prepare_examples.py --squad FILE.json[.gz]|EXAMPLES.parquet --out EXAMPLES.parquet \
         [--holdout-out HOLDOUT.parquet --holdout-articles N [--holdout-questions N]] [--max-questions N] \
         [--unanswerable-share S --negative KIND=WEIGHT ...] \
-        [--holdout-unanswerable-share S --holdout-negative KIND=WEIGHT ...] \
         [--source-info SOURCE.json --record-out RECORD.json] [--seed S]
 
 Real unanswerable questions count first; synthetic ones of the --negative kinds (split by weight)
-top them up to a share S of all questions. The held-out set gets the same recipe unless the
---holdout-* options give it its own. --record-out writes what each table holds and where the data
-came from (--source-info: the download step's record).
+top them up to a share S of all questions. Held-out articles (--holdout-out) are written as they
+are, without synthetic questions: they get their own recipe by running this script on them.
+--record-out writes what the table holds and where the data came from (--source-info: the download
+step's record).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections import Counter
 from typing import Sequence
 
 from qabench import cli
-from qabench.data import examples_to_frame, load_squad
+from qabench.data import examples_to_frame, read_examples
 from qabench.errors import InputError, run_cli
 from qabench.io import read_json, write_json, write_parquet
 from qabench.negatives import KINDS
@@ -50,12 +51,11 @@ def share(text: str) -> float:
     return value
 
 
-def describe(source: dict, record: dict) -> str:
-    """One line for the summary: where the training questions came from and what they hold."""
-    train = record["train"]
-    synthetic = sum(train["synthetic"].values())
-    text = f"{source.get('description', source.get('source', 'unknown source'))}: {train['answerable']:,} answerable, "
-    text += f"{train['real_unanswerable']:,} real unanswerable"
+def describe(source: dict, negatives: dict) -> str:
+    """One line for the summary: where the questions came from and what the table holds."""
+    synthetic = sum(negatives["synthetic"].values())
+    text = f"{source.get('description', source.get('source', 'unknown source'))}: {negatives['answerable']:,} answerable, "
+    text += f"{negatives['real_unanswerable']:,} real unanswerable"
     return text + (f" + {synthetic:,} synthetic unanswerable" if synthetic else "")
 
 
@@ -71,9 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="top real unanswerable questions up to this share with synthetic ones (needed with "
                              "--negative; 0: none)")
     parser.add_argument("--negative", action="append", default=[], help="KIND=WEIGHT: synthetic kinds and their weights")
-    parser.add_argument("--holdout-unanswerable-share", type=share, help="the same for the held-out set")
-    parser.add_argument("--holdout-negative", action="append", default=[],
-                        help="KIND=WEIGHT for the held-out set only (default: the --negative kinds)")
     parser.add_argument("--source-info", help="the download step's record of the source used")
     parser.add_argument("--record-out", help="where to write what the tables hold (JSON)")
     parser.add_argument("--seed", type=int, default=13)
@@ -82,31 +79,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.holdout_articles > 0 and not args.holdout_out:
         raise InputError("--holdout-articles", "held-out articles need --holdout-out to be written to")
     source = read_json(args.source_info) if args.source_info else {"source": args.squad}
-    examples = load_squad(args.squad)
+    examples = read_examples(args.squad)
     kinds = parse_negatives(args.negative, "--negative")
     if kinds and args.unanswerable_share is None:
         raise InputError("--negative", "synthetic kinds were given without --unanswerable-share, the share of "
                                        "unanswerable questions they should top up to")
-    negatives = {"share": args.unanswerable_share or 0.0, "kinds": kinds}
-    holdout_negatives = {
-        "share": negatives["share"] if args.holdout_unanswerable_share is None else args.holdout_unanswerable_share,
-        "kinds": parse_negatives(args.holdout_negative, "--holdout-negative") if args.holdout_negative
-        else negatives["kinds"]}
     try:
-        train, holdout, record = prepare(examples, max_questions=args.max_questions,
-                                         holdout_articles=args.holdout_articles, holdout_questions=args.holdout_questions,
-                                         negatives=negatives, holdout_negatives=holdout_negatives, seed=args.seed)
+        table, holdout, negatives = prepare(examples, max_questions=args.max_questions,
+                                            holdout_articles=args.holdout_articles,
+                                            holdout_questions=args.holdout_questions,
+                                            negatives={"share": args.unanswerable_share or 0.0, "kinds": kinds},
+                                            seed=args.seed)
     except ValueError as err:
         raise InputError(args.squad, str(err)) from None
-    record = {"source": source, "summary": describe(source, record), **record}
-    logging.info("training data: %s", record["summary"])
-    for name, table in (("train", record["train"]), ("holdout", record["holdout"])):
-        if table["shortfall"]:
-            logging.warning("%s: %d synthetic negatives short of the %d wanted (the kinds could not rewrite "
-                            "enough questions)", name, table["shortfall"], table["synthetic_wanted"])
-    write_parquet(args.out, examples_to_frame(train))
-    logging.info("%s: %d rows %s", args.out, len(train), dict(Counter(e.origin for e in train)))
+    record = {"source": source, "summary": describe(source, negatives), "negatives": negatives}
+    logging.info("%s: %s", args.out, record["summary"])
+    if negatives["shortfall"]:
+        logging.warning("%d synthetic negatives short of the %d wanted (the kinds could not rewrite enough "
+                        "questions)", negatives["shortfall"], negatives["synthetic_wanted"])
+    write_parquet(args.out, examples_to_frame(table))
+    logging.info("%s: %d rows %s", args.out, len(table), dict(Counter(e.origin for e in table)))
     if args.holdout_out:
+        record["held_out"] = {"articles": args.holdout_articles, "questions": len(holdout)}
         write_parquet(args.holdout_out, examples_to_frame(holdout))
         logging.info("%s: %d rows %s", args.holdout_out, len(holdout), dict(Counter(e.origin for e in holdout)))
     if args.record_out:

@@ -79,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", required=True)
     parser.add_argument("--csv", required=True)
     parser.add_argument("--plots-dir", help="write F1-vs-cost Pareto plots here (DIR/EVAL_SET-f1-vs-COST.png)")
+    parser.add_argument("--curves", default="{}",
+                        help="JSON object: model -> learning curve JSON (plotted as DIR/curve-MODEL.png)")
     args = parser.parse_args(argv)
     stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
     cli.setup()
@@ -98,8 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report.plot_pareto(rows, eval_set, name, path)
                 relative = os.path.relpath(path, Path(args.markdown).parent)
                 plots.setdefault(eval_set, []).append((f"F1 against {name} on {eval_set}", relative))
+    curves = {model: _json_object(path, ("points",), numbers=False)["points"]
+              for model, path in _json_arg(args.curves, "--curves").items()}
+    curve_plots = {}
+    if args.plots_dir:
+        for model, points in curves.items():
+            path = Path(args.plots_dir) / f"curve-{model}.png"
+            report.plot_learning_curve(points, model, path)
+            curve_plots[model] = os.path.relpath(path, Path(args.markdown).parent)
     write_text(args.csv, report.to_csv(rows))
-    write_text(args.markdown, report.to_markdown(rows, plots))
+    markdown = report.to_markdown(rows, plots)
+    write_text(args.markdown, markdown + ("\n" + report.curves_markdown(curves, curve_plots) if curves else ""))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Train a QA model of any family (spans with a no-answer score, or t5 text); resumes if interrupted.
 
     python workflow_scripts/train.py --manifest FEATURES/manifest.json --examples TRAIN.parquet \
-        [--holdout HOLDOUT.parquet] [--family encoder] --checkpoint SPEC [--options JSON] \
+        [--family encoder] --checkpoint SPEC [--options JSON] \
         --out MODEL_DIR --state-dir STATE_DIR [--device cpu|cuda] \
         [--epochs 2 --learning-rate 5e-5 --batch-size 32 --precision fp32|bf16|auto --seed 13 ...]
 
@@ -71,7 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", required=True, help="feature manifest written by feature_manifest.py")
     parser.add_argument("--examples", required=True, help="the examples table the features came from")
-    parser.add_argument("--holdout", help="held-out examples for choosing the abstain threshold")
     parser.add_argument("--family", default="encoder", choices=models.FAMILIES)
     parser.add_argument("--checkpoint", required=True, help="hub id, directory, pip:package, or JSON random-init spec")
     parser.add_argument("--options", default="{}", help="the family's options (JSON object)")
@@ -89,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--precision", choices=devices.PRECISIONS, default=defaults.precision)
     parser.add_argument("--save-every-steps", type=int, default=defaults.save_every_steps)
+    parser.add_argument("--snapshot-every-steps", type=int,
+                        help="keep the weights every N steps in MODEL_DIR/snapshots/ (for learning curves)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--no-synthetic-negatives", action="store_true",
                         help="train only on the real questions of the examples table")
@@ -96,8 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
     check_fraction("--warmup-ratio", args.warmup_ratio)
-    for option in ("epochs", "learning_rate", "batch_size", "save_every_steps", "threads", "max_length",
-                   "max_question_tokens"):
+    for option in ("epochs", "learning_rate", "batch_size", "save_every_steps", "snapshot_every_steps", "threads",
+                   "max_length", "max_question_tokens"):
         check_positive(f"--{option.replace('_', '-')}", getattr(args, option))
     check_finite("--weight-decay", args.weight_decay)
     if args.weight_decay < 0:
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = TrainSettings(
         epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
         warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, precision=args.precision,
-        save_every_steps=args.save_every_steps, seed=args.seed,
+        save_every_steps=args.save_every_steps, snapshot_every_steps=args.snapshot_every_steps, seed=args.seed,
     )
     check_settings(settings, "train options")
     WindowSpec(args.max_length, args.stride, args.max_question_tokens).validate("--stride")
@@ -119,7 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         f"{missing}: tokenized for another family?)")
     examples = read_examples(args.examples)
     check_features_match(features, examples, args.manifest, args.examples)
-    holdout = read_examples(args.holdout) if args.holdout else []
     check_positions(args.family, checkpoint, features, args.manifest)
     device = join_processes(args.device)
     if int(os.environ.get("RANK", "0")) > 0:
@@ -129,11 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         examples = [e for e in examples if not e.origin.startswith("neg_")]
     run(
         family=args.family, checkpoint=checkpoint,
-        options=options, features=features, holdout=holdout,
+        options=options, features=features,
         window={"max_length": args.max_length, "stride": args.stride, "max_question_tokens": args.max_question_tokens},
         train_settings=settings, out_dir=args.out, state_dir=args.state_dir, device=device,
         data_counts={"questions": len(examples), "by_origin": dict(Counter(e.origin for e in examples)),
-                     "windows": len(features), "holdout_questions": len(holdout)},
+                     "windows": len(features)},
     )
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -8,10 +8,9 @@
     make(base_dir, out_dir, *, options, seed, data, state_dir) -> None
         builds the variant from the fine-tuned base in ``base_dir`` (a directory written by
         qabench.finetune) and writes a complete model directory with qabench.finetune.save_model_dir:
-        weights, qabench.json (the base's settings plus "variant", "base" and the method's options;
-        a method that retrains also re-chooses "null_threshold" on the held-out questions) and
+        weights, qabench.json (the base's settings plus "variant", "base" and the method's options) and
         training.json (params, trainable_params, training wall time if it trained).
-        ``data`` is a TrainingData (features, examples, holdout) for methods that train, else unused.
+        ``data`` is a TrainingData (features, examples) for methods that train, else unused.
     load(model_dir, settings) -> (model, tokenizer)   ready for qabench.predict.predict, eval mode
 
 qabench.predict.load_model dispatches on qabench.json's "variant" ("base" goes to the family).
@@ -20,7 +19,7 @@ qabench.predict.load_model dispatches on qabench.json's "variant" ("base" goes t
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 
 import pandas as pd
@@ -44,7 +43,6 @@ METHODS = tuple(METHOD_FAMILIES)
 class TrainingData:
     features: pd.DataFrame            # the model's tokenized training windows (as for the base)
     examples: list[Example]           # the examples they came from
-    holdout: list[Example] = field(default_factory=list)  # held-out training articles, for the threshold
 
 
 def with_defaults(method: str, options: dict | None, defaults: dict) -> dict:

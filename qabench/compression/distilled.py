@@ -26,7 +26,7 @@ from qabench.batching import pad_batch, training_width
 from qabench.compression import TrainingData, check_train, with_defaults
 from qabench.errors import InputError
 from qabench.models import encoder
-from qabench.predict import DEFAULT_SETTINGS, load_model
+from qabench.predict import load_model
 from qabench.train import TrainSettings, span_loss, train
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,6 @@ DEFAULTS = {"student_layers": None, "layer_init": "every_other", "student_checkp
 LAYER_INITS = ("every_other", "first")
 DEFAULT_TRAIN = {"epochs": 1.0}
 STUDENT_VARIANTS = ("base", "pruned", "distilled")  # variants that load as plain float encoders
-PREDICT_BATCH_SIZE = 64
 _MASKED = -1e4  # a padded position's logit: exp() underflows to exactly 0 in float32
 
 
@@ -199,17 +198,14 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
     stats = train(student, data.features, batch_loss, settings_train, state)
 
     settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "origin": origin,
-                "null_threshold": DEFAULT_SETTINGS["null_threshold"], "compression": {"method": METHOD, **opts}}
-    holdout_scores = finetune.add_threshold(student, tokenizer, data.holdout, settings, PREDICT_BATCH_SIZE,
-                                            settings_train.precision)
+                "compression": {"method": METHOD, **opts}}
     student.to("cpu")
     record = {**stats, **finetune.parameter_counts(student), "device": device,
               "teacher_params": finetune.parameter_counts(teacher)["params"],
               "teacher_layers": teacher_layers, "student_layers": student.config.num_hidden_layers,
               "kept_teacher_layers": layers, "distillation": {k: opts[k] for k in ("alpha", "temperature")},
-              "settings": asdict(settings_train), "holdout_scores": holdout_scores,
-              "data": {"questions": len(data.examples), "windows": len(data.features),
-                       "holdout_questions": len(data.holdout)}}
+              "settings": asdict(settings_train),
+              "data": {"questions": len(data.examples), "windows": len(data.features)}}
     finetune.save_model_dir(out_dir, lambda tmp: encoder.save(student, tokenizer, tmp), settings, record, state)
 
 

@@ -24,7 +24,6 @@ as the family saves them less their weight files. ``load`` rebuilds the float mo
 configuration (random weights), quantizes it with the recorded options, which gives the right module
 types and shapes, and puts the stored tensors in place. A directory of the older format, a pickled
 module (``int8_model.pt``) or exported program (``int8_program.pt2``), is refused, never unpickled.
-The abstain threshold is the base's: nothing is retrained, so it is not re-tuned.
 """
 
 from __future__ import annotations
@@ -542,9 +541,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     except BaseException:
         shutil.rmtree(architecture, ignore_errors=True)
         raise
-    settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "compression": {"method": METHOD, **options},
-                "threshold_source": f"{base_settings.get('threshold_source', 'the base')}; kept from the base "
-                                    "(int8 does not retrain, so the threshold is not re-tuned)"}
+    settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "compression": {"method": METHOD, **options}}
     record = {"params": params, "trainable_params": 0, "int8_weights": quantized_weights,
               "int8_fraction": round(quantized_weights / params, 4), "backend": options["backend"],
               "device": options["device"], "quantize_wall_s": round(wall, 2),

@@ -8,8 +8,7 @@ pretrained weights stay frozen.
 
 The variant directory holds the merged model, saved by the family (the adapters folded into the
 weights, so inference costs what the base costs), and the adapters on their own in ``adapter/``
-(peft's format: LoRA matrices plus the trained head, a small fraction of the model). The abstain
-threshold is re-chosen on the held-out questions.
+(peft's format: LoRA matrices plus the trained head, a small fraction of the model).
 
 Options (defaults in ``DEFAULT_OPTIONS``): ``rank``, ``alpha`` (the update is scaled by alpha/rank),
 ``dropout`` (on the adapters' input), ``target_modules`` (a list of module names; default per
@@ -32,7 +31,7 @@ from qabench import devices, finetune, models
 from qabench.compression import check_train, with_defaults
 from qabench.errors import InputError
 from qabench.io import first_line, read_json
-from qabench.predict import DEFAULT_SETTINGS, read_settings
+from qabench.predict import read_settings
 from qabench.train import TrainSettings, train
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,6 @@ DEFAULT_OPTIONS = {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": No
 DEFAULT_TRAIN = {"epochs": 1.0, "learning_rate": 5e-4}
 INHERITED_TRAIN = ("batch_size", "precision")  # taken from the base's training settings when not given
 ADAPTER_DIR = "adapter"
-PREDICT_BATCH_SIZE = 64
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -197,11 +195,11 @@ def save_adapter(peft_model, out_dir: Path) -> None:
 
 def variant_settings(base_settings: dict, base_dir, method: str, options: dict, origin: str) -> dict:
     return {**base_settings, "variant": method, "base": str(base_dir), "origin": origin,
-            "null_threshold": DEFAULT_SETTINGS["null_threshold"], "compression": {"method": method, **options}}
+            "compression": {"method": method, **options}}
 
 
 def data_counts(data) -> dict:
-    return {"questions": len(data.examples), "windows": len(data.features), "holdout_questions": len(data.holdout)}
+    return {"questions": len(data.examples), "windows": len(data.features)}
 
 
 # ---------------------------------------------------------------------------------------------- make / load
@@ -232,12 +230,10 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     merged = peft_model.merge_and_unload()
     merged.eval()
     settings = variant_settings(base_settings, base_dir, METHOD, opts, f"lora (rank {opts['rank']}) from {origin}")
-    holdout_scores = finetune.add_threshold(merged, tokenizer, data.holdout, settings, PREDICT_BATCH_SIZE,
-                                            settings_train.precision)
     merged.to("cpu")
     params = sum(p.numel() for p in merged.parameters())
     record = {**stats, "params": params, **counts, "device": device, "trainable_fraction": round(counts["trainable_params"] / params, 5),
-              "adapted_modules": len(wrapped), "settings": asdict(settings_train), "holdout_scores": holdout_scores,
+              "adapted_modules": len(wrapped), "settings": asdict(settings_train),
               "data": data_counts(data)}
 
     def save(tmp: Path) -> None:

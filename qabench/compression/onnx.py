@@ -2,10 +2,10 @@
 
 The encoder is exported with torch.onnx (any batch, any length up to its position table),
 optionally quantized with ONNX Runtime's dynamic int8 quantizer (int8 MatMul weights, activations
-quantized per call), and checked against PyTorch on held-out questions of the training data before
+quantized per call), and checked against PyTorch on questions of the training data before
 it is written: the largest start/end logit difference and the share of answers that agree are
 recorded in training.json, and a float32 export that does not match PyTorch is refused. ONNX
-Runtime runs it on as many threads as torch is given. The abstain threshold is the base's.
+Runtime runs it on as many threads as torch is given.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ KEEPS_ITS_DEVICE = True  # an ONNX Runtime session on the CPU
 DEFAULT_OPTIONS = {
     "quantize": False,        # int8 MatMul weights (ONNX Runtime dynamic quantization)
     "per_channel": True,      # with quantize: a weight scale per output column rather than per matrix
-    "parity_questions": 64,   # held-out questions the export is checked on
+    "parity_questions": 64,   # training questions the export is checked on
 }
 MODEL_FILE = "model.onnx"
 OUTPUT_NAMES = ("start_logits", "end_logits")
@@ -139,8 +139,8 @@ def parity(reference: nn.Module, exported: nn.Module, tokenizer, settings: dict,
 
 def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = None, seed: int = 0,
          data=None, state_dir: str | Path | None = None) -> None:
-    """Export the base in ``base_dir`` (quantized if asked), check it against PyTorch on held-out
-    questions (``data.holdout``, else the training examples) and write the variant to ``out_dir``."""
+    """Export the base in ``base_dir`` (quantized if asked), check it against PyTorch on training
+    questions (``data.examples``) and write the variant to ``out_dir``."""
     options = resolve_options(options)
     _import_onnxruntime()
     base_settings = read_settings(base_dir)
@@ -150,13 +150,11 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
         raise InputError(base_dir, f"onnx does not apply to the {base_settings['family']} family (encoders only)")
     model, tokenizer, _ = load_model(base_dir)
     params = sum(p.numel() for p in model.parameters())
-    pool = (data.holdout or data.examples) if data is not None else []
+    pool = data.examples if data is not None else []
     if not pool:
-        raise InputError(base_dir, "onnx needs held-out or training questions to check the export against PyTorch")
+        raise InputError(base_dir, "onnx needs training questions to check the export against PyTorch")
     checked = random.Random(seed).sample(pool, min(options["parity_questions"], len(pool)))
-    settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "compression": {"method": METHOD, **options},
-                "threshold_source": f"{base_settings.get('threshold_source', 'the base')}; kept from the base "
-                                    "(the export does not retrain, so the threshold is not re-tuned)"}
+    settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "compression": {"method": METHOD, **options}}
     record = {"params": params, "trainable_params": 0, "base_size_mb": disk_size_mb(base_dir)}
 
     def write(tmp: Path) -> None:

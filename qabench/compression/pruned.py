@@ -10,7 +10,7 @@
    ``target_encoder_ratio`` of their parameters (embeddings and the QA head are not counted).
    The matrices really shrink: query/key/value rows and attention-output columns of removed heads,
    intermediate rows and output columns of removed neurons. Every layer keeps >= 1 head and neuron.
-3. Recovery fine-tuning with qabench.train (resumable), then the abstain threshold is re-tuned.
+3. Recovery fine-tuning with qabench.train (resumable).
 
 A pruned model has per-layer head counts and FFN widths that a BERT config cannot express, so its
 directory holds the original config, the weights and ``pruning.json`` (the heads and neurons kept per
@@ -39,7 +39,7 @@ from qabench import devices, train
 from qabench.batching import sorted_batches
 from qabench.compression import check_train, with_defaults
 from qabench.errors import InputError
-from qabench.finetune import add_threshold, parameter_counts, save_model_dir
+from qabench.finetune import parameter_counts, save_model_dir
 from qabench.io import first_line
 from qabench.models import encoder
 from qabench.predict import load_model, read_settings
@@ -66,7 +66,6 @@ WEIGHTS_FILE = "pruned_model.safetensors"
 PRUNING_FILE = "pruning.json"
 PLAN_FILE = "pruning_plan.json"  # in state_dir: a resumed run prunes exactly as the interrupted one
 FORMAT_VERSION = 1
-PREDICT_BATCH_SIZE = 64
 
 
 def resolve_options(options: dict | None) -> dict:
@@ -290,7 +289,7 @@ def _shape_record(model: nn.Module) -> dict:
 
 def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = None, seed: int = 0,
          data=None, state_dir: str | Path | None = None) -> None:
-    """Prune the encoder in ``base_dir``, fine-tune it on ``data.features``, re-tune the threshold, save."""
+    """Prune the encoder in ``base_dir``, fine-tune it on ``data.features``, save."""
     options = resolve_options(options)
     base_settings = read_settings(base_dir)
     family = base_settings["family"]
@@ -333,8 +332,6 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     recovered_loss = mean_loss(model, calibration, tokenizer.pad_token_id, options["calibration_batch_size"])
 
     settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "compression": {"method": METHOD, **options}}
-    holdout_scores = add_threshold(model, tokenizer, data.holdout, settings, PREDICT_BATCH_SIZE,
-                                   train_settings.precision)
     record = {
         **stats, **parameter_counts(model),
         "params_before": before["params"],
@@ -347,7 +344,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
         "calibration_loss": {"base": plan["base_calibration_loss"], "pruned": plan["pruned_calibration_loss"],
                              "recovered": recovered_loss},
         "importance_wall_s": plan["importance_wall_s"], "prune_wall_s": plan["prune_wall_s"],
-        "settings": asdict(train_settings), "holdout_scores": holdout_scores,
+        "settings": asdict(train_settings),
     }
     kept = {"format": FORMAT_VERSION, "heads": plan["heads"], "neurons": plan["neurons"]}
     model.to("cpu")

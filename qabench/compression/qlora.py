@@ -265,14 +265,12 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     adapted.eval()
     settings = lora.variant_settings(base_settings, base_dir, METHOD, opts,
                                      f"qlora ({opts['quant_type']} base, rank {opts['rank']}) from {origin}")
-    holdout_scores = finetune.add_threshold(adapted, tokenizer, data.holdout, settings, lora.PREDICT_BATCH_SIZE,
-                                            settings_train.precision)
     params = logical_params(adapted)
     record = {**stats, "params": params, **counts, "trainable_fraction": round(counts["trainable_params"] / params, 5),
               "adapted_modules": len(wrapped), "quantized_modules": len(info["quantized_modules"]),
               "kept_float_linears": info["kept_float"], "quantized_bytes": info["quantized_bytes"],
               "quantized_fp32_bytes": info["quantized_fp32_bytes"], "base_params_fp32": info["fp32_params"],
-              "settings": asdict(settings_train), "holdout_scores": holdout_scores, "data": lora.data_counts(data)}
+              "settings": asdict(settings_train), "data": lora.data_counts(data)}
 
     def save(tmp: Path) -> None:
         save_files(tmp, info, state / lora.ADAPTER_DIR, tokenizer)

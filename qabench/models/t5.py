@@ -278,7 +278,7 @@ def _snap_to_context(answer_ids: np.ndarray, window: _Window, context: str) -> s
 
 
 def predict(model, tokenizer, examples: list[Example], settings: dict, batch_size: int = 64,
-            threshold: float | None = None, precision: str = "fp32", progress: bool = True) -> PredictionResult:
+            threshold: float = 0.0, precision: str = "fp32", progress: bool = True) -> PredictionResult:
     """Generate an answer per window, score it and the no-answer text, and decide per question.
 
     A window whose generation is the no-answer text (or empty) is decoded again with the first
@@ -287,7 +287,6 @@ def predict(model, tokenizer, examples: list[Example], settings: dict, batch_siz
     sequence that costs one more generation only for those windows).
     """
     options = resolve_options(settings.get("options"))
-    threshold = settings["null_threshold"] if threshold is None else threshold
     spec = WindowSpec(settings["max_length"], settings["stride"], settings["max_question_tokens"])
     pad, eos = special_ids(tokenizer)
     null_norm = normalize_answer(options["no_answer_text"])

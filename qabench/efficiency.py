@@ -48,8 +48,11 @@ def disk_size_mb(model_dir: str | Path) -> float:
 
 
 def parameter_counts(model) -> dict:
+    """The model's parameters as they are now: all of them (``params``), those that train
+    (``trainable_params``) and those not exactly zero (``nonzero_params``, what pruning leaves)."""
     params = list(model.parameters())
     return {"params": sum(p.numel() for p in params),
+            "trainable_params": sum(p.numel() for p in params if p.requires_grad),
             "nonzero_params": int(sum(int(torch.count_nonzero(p)) for p in params))}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from qabench import devices, models, train
+from qabench.efficiency import parameter_counts
 from qabench.io import atomic_dir, write_json
 from qabench.predict import DEFAULT_SETTINGS, SETTINGS_FILE
 
@@ -19,11 +20,6 @@ def span_or_family_loss(family: str, model, tokenizer, features):
     if family in models.SPAN_FAMILIES:
         return train.span_batch_loss(model, model_family.span_logits, features, tokenizer.pad_token_id)
     return model_family.batch_loss(model, tokenizer, features)
-
-
-def parameter_counts(model) -> dict:
-    return {"params": sum(p.numel() for p in model.parameters()),
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
 def save_model_dir(out_dir: str | Path, save: Callable[[Path], None], settings: dict, record: dict,

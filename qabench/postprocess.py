@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qabench.features import NOT_CONTEXT
-
-NO_SPAN_SCORE = -1e4  # stands in for "no valid span in any window"
+from qabench.models import MASKED_LOGIT
 
 
 @dataclass
@@ -54,7 +53,7 @@ def best_spans_in_window(
 
 def answer_question(context: str, windows: list[dict], n_best: int = 20, max_answer_tokens: int = 30) -> Answer:
     """Best span over all windows of one question; null score is the lowest CLS score among windows."""
-    best_score, best_text = NO_SPAN_SCORE, ""
+    best_score, best_text = MASKED_LOGIT, ""
     null_score = np.inf
     for w in windows:
         null_score = min(null_score, float(w["start_logits"][0] + w["end_logits"][0]))

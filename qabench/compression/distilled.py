@@ -25,7 +25,7 @@ from qabench import devices, finetune
 from qabench.batching import pad_batch, training_width
 from qabench.compression import TrainingData, check_train, with_defaults
 from qabench.errors import InputError
-from qabench.models import encoder
+from qabench.models import MASKED_LOGIT, encoder
 from qabench.predict import load_model
 from qabench.train import TrainSettings, span_loss, train
 
@@ -40,7 +40,6 @@ DEFAULTS = {"student_layers": None, "layer_init": "every_other", "student_checkp
 LAYER_INITS = ("every_other", "first")
 DEFAULT_TRAIN = {"epochs": 1.0}
 STUDENT_VARIANTS = ("base", "pruned", "distilled")  # variants that load as plain float encoders
-_MASKED = -1e4  # a padded position's logit: exp() underflows to exactly 0 in float32
 
 
 def kd_loss(student_start: torch.Tensor, student_end: torch.Tensor, teacher_start: torch.Tensor,
@@ -53,7 +52,8 @@ def kd_loss(student_start: torch.Tensor, student_end: torch.Tensor, teacher_star
     def kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         student, teacher = student.float() / temperature, teacher.float() / temperature
         if mask is not None:
-            student, teacher = student.masked_fill(mask == 0, _MASKED), teacher.masked_fill(mask == 0, _MASKED)
+            padding = mask == 0
+            student, teacher = student.masked_fill(padding, MASKED_LOGIT), teacher.masked_fill(padding, MASKED_LOGIT)
         log_p = F.log_softmax(teacher, dim=-1)
         return F.kl_div(F.log_softmax(student, dim=-1), log_p, reduction="batchmean", log_target=True)
 

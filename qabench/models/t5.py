@@ -25,7 +25,8 @@ from qabench.data import Example
 from qabench.errors import InputError
 from qabench.features import WindowSpec, truncate_questions
 from qabench.metrics import normalize_answer
-from qabench.postprocess import NO_SPAN_SCORE, Answer, decide
+from qabench.models import MASKED_LOGIT
+from qabench.postprocess import Answer, decide
 from qabench.predict import PredictionResult
 from qabench.progress import bar as progress_bar
 
@@ -341,7 +342,7 @@ def predict(model, tokenizer, examples: list[Example], settings: dict, batch_siz
 
     best: dict[int, list] = {}  # example index -> [span score, text, null score]
     for window, (answer_score, text, null_score) in zip(windows, scored):
-        entry = best.setdefault(window.example_index, [NO_SPAN_SCORE, "", np.inf])
+        entry = best.setdefault(window.example_index, [MASKED_LOGIT, "", np.inf])
         if answer_score is not None and answer_score > entry[0]:
             entry[0], entry[1] = answer_score, text
         entry[2] = min(entry[2], null_score)

@@ -4,49 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tokenizers
 
+from qabench import models
 from qabench.data import Example
 from qabench.errors import InputError
 from qabench.io import read_json, read_parquet
+from qabench.windows import NOT_CONTEXT, WindowSpec, truncate_questions  # shared with t5 (also read from here)
 
 FEATURE_COLUMNS = [
     "example_index", "example_id", "input_ids", "token_type_ids",
     "offset_start", "offset_end", "start_position", "end_position",
 ]
-NOT_CONTEXT = -1
-SPECIAL_TOKENS_IN_PAIR = 3  # [CLS] question [SEP] context [SEP]
-
-
-@dataclass(frozen=True)
-class WindowSpec:
-    max_length: int = 384
-    stride: int = 128
-    max_question_tokens: int = 64
-
-    def validate(self, where: str = "config") -> None:
-        """Every window must hold the question and still move forward through the context."""
-        room = self.max_length - self.max_question_tokens - SPECIAL_TOKENS_IN_PAIR
-        if room <= 0:
-            raise InputError(where, f"max_length {self.max_length} leaves no room for context after a "
-                                    f"{self.max_question_tokens}-token question")
-        if not 0 <= self.stride < room:
-            raise InputError(where, f"stride {self.stride} must be below max_length - max_question_tokens - 3 "
-                                    f"= {room}, or windows would not advance through the context")
-
-
-def truncate_questions(questions: list[str], tokenizer, max_tokens: int) -> list[str]:
-    """Cut questions longer than ``max_tokens`` tokens at a token boundary (keeps the stride valid)."""
-    encoded = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-    out = []
-    for question, offsets in zip(questions, encoded["offset_mapping"]):
-        out.append(question if len(offsets) <= max_tokens else question[: offsets[max_tokens - 1][1]])
-    return out
 
 
 def _label(offset_start: np.ndarray, offset_end: np.ndarray, char_start: int, char_end: int) -> tuple[int, int]:
@@ -127,8 +100,6 @@ def tokenize_examples(
 def make_features(family: str, examples: list[Example], tokenizer, spec: WindowSpec, options: dict,
                   example_offset: int = 0) -> pd.DataFrame:
     """Training windows in the form the model family reads (span labels, or text targets for t5)."""
-    from qabench import models
-
     if family in models.SPAN_FAMILIES:
         return tokenize_examples(examples, tokenizer, spec, example_offset=example_offset)
     return models.family(family).make_features(examples, tokenizer, spec, options, example_offset=example_offset)

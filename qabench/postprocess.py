@@ -1,13 +1,24 @@
-"""From per-window start/end logits to one answer (or abstention) per question."""
+"""From per-window scores to one answer (or abstention) per question, for every model family.
+
+Each family scores its windows its own way (span families: start/end logits, decoded here by
+``window_candidate``; t5: a generated answer and two sequence log-probabilities), giving one
+``Candidate`` per window. From there on all families are alike: a question's answer is its best
+candidate over its windows with its least confident no-answer score (``best_answer``), and the
+prediction abstains where na_prob exceeds the threshold (``PredictionResult.from_answers``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from qabench.features import NOT_CONTEXT
+from qabench.errors import InputError
 from qabench.models import MASKED_LOGIT
+from qabench.windows import NOT_CONTEXT
 
 
 @dataclass
@@ -20,6 +31,42 @@ class Answer:
     def na_prob(self) -> float:
         """Null score minus best span score: larger means more likely unanswerable."""
         return float(self.null_score - self.span_score)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One window's answer to its question."""
+
+    span_score: float | None  # None: the window offers no usable answer
+    text: str
+    null_score: float  # the window's no-answer score
+
+
+@dataclass
+class PredictionResult:
+    predictions: dict[str, str]
+    na_probs: dict[str, float]
+    answers: dict[str, Answer]
+    threshold: float
+    stats: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_answers(cls, answers: dict[str, Answer], threshold: float, stats: dict | None = None) -> PredictionResult:
+        """Each question's prediction (its answer, or "" where na_prob exceeds ``threshold``) and na_prob."""
+        return cls({qid: decide(answer, threshold) for qid, answer in answers.items()},
+                   {qid: answer.na_prob for qid, answer in answers.items()}, answers, threshold,
+                   {} if stats is None else stats)
+
+    def best_answers(self) -> dict[str, str]:
+        """Each question's best answer whatever its na_prob (what the official best_* keys score)."""
+        return {qid: answer.text for qid, answer in self.answers.items()}
+
+    def check_finite(self, model: str | Path) -> None:
+        """Damaged weights show as a non-finite no-answer score: one InputError naming ``model``."""
+        broken = next((qid for qid, value in self.na_probs.items() if not math.isfinite(value)), None)
+        if broken is not None:
+            raise InputError(model, f"gives a non-finite no-answer score ({self.na_probs[broken]}) for question "
+                                    f"'{broken}': damaged weights?")
 
 
 def best_spans_in_window(
@@ -51,18 +98,55 @@ def best_spans_in_window(
     return spans
 
 
-def answer_question(context: str, windows: list[dict], n_best: int = 20, max_answer_tokens: int = 30) -> Answer:
-    """Best span over all windows of one question; null score is the lowest CLS score among windows."""
+def window_candidate(context: str, start_logits: np.ndarray, end_logits: np.ndarray, offset_start: np.ndarray,
+                     offset_end: np.ndarray, n_best: int = 20, max_answer_tokens: int = 30) -> Candidate:
+    """A span window's best span (its text cut from ``context``) and its no-answer (CLS) score."""
+    null_score = float(start_logits[0] + end_logits[0])
+    spans = best_spans_in_window(start_logits, end_logits, offset_start, n_best, max_answer_tokens)
+    if not spans:
+        return Candidate(None, "", null_score)
+    score, s, e = spans[0]
+    return Candidate(score, context[offset_start[s]:offset_end[e]], null_score)
+
+
+def best_answer(candidates: Iterable[Candidate]) -> Answer:
+    """One question's answer from its windows' candidates: the best-scoring answer (the first on a tie;
+    "" scored MASKED_LOGIT when no window has one), and the lowest no-answer score among windows."""
     best_score, best_text = MASKED_LOGIT, ""
     null_score = np.inf
-    for w in windows:
-        null_score = min(null_score, float(w["start_logits"][0] + w["end_logits"][0]))
-        spans = best_spans_in_window(w["start_logits"], w["end_logits"], w["offset_start"], n_best, max_answer_tokens)
-        if spans and spans[0][0] > best_score:
-            score, s, e = spans[0]
-            best_score = score
-            best_text = context[w["offset_start"][s]:w["offset_end"][e]]
-    return Answer(best_text, best_score, float(null_score))
+    for candidate in candidates:
+        null_score = min(null_score, candidate.null_score)
+        if candidate.span_score is not None and candidate.span_score > best_score:
+            best_score, best_text = candidate.span_score, candidate.text
+    return Answer(best_text, float(best_score), float(null_score))
+
+
+def answer_question(context: str, windows: list[dict], n_best: int = 20, max_answer_tokens: int = 30) -> Answer:
+    """Best span over all windows of one question; null score is the lowest CLS score among windows."""
+    return best_answer(window_candidate(context, w["start_logits"], w["end_logits"], w["offset_start"],
+                                        w["offset_end"], n_best, max_answer_tokens) for w in windows)
+
+
+def answer_questions(ids: list[str], candidates: Iterable[tuple[int, Candidate]]) -> dict[str, Answer]:
+    """Every question's answer, keyed by id in question order, from the (question index, candidate)
+    pairs of all windows (each question has at least one window)."""
+    by_question: dict[int, list[Candidate]] = {}
+    for index, candidate in candidates:
+        by_question.setdefault(index, []).append(candidate)
+    return {qid: best_answer(by_question[index]) for index, qid in enumerate(ids)}
+
+
+def run_stats(questions: int, windows: int, tokens: int, times: tuple[float, float, float, float],
+              batch_size: int, precision: str, threads: int) -> dict:
+    """What a prediction run reports: its size, the seconds of each stage (``times``: perf_counter
+    readings at the start and after tokenizing, the model and deciding) and its speed."""
+    t0, t1, t2, t3 = times
+    return {
+        "questions": questions, "windows": windows, "tokens": tokens,
+        "tokenize_s": t1 - t0, "model_s": t2 - t1, "postprocess_s": t3 - t2, "total_s": t3 - t0,
+        "questions_per_s": questions / (t3 - t0), "batch_size": batch_size, "precision": precision,
+        "threads": threads,
+    }
 
 
 def decide(answer: Answer, threshold: float) -> str:

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from qabench import checkpoints, devices, models, postprocess
+from qabench import checkpoints, compression, devices, models, postprocess
 from qabench.batching import pad_batch, sorted_batches
 from qabench.data import Example
 from qabench.errors import InputError
 from qabench.features import WindowSpec, tokenize_examples
 from qabench.io import first_line, read_json
+from qabench.postprocess import PredictionResult
 from qabench.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -36,8 +35,6 @@ POSITIVE_INT_SETTINGS = ("max_length", "max_question_tokens", "n_best", "max_ans
 
 def _check_settings(settings: dict, path: Path) -> None:
     """A qabench.json's values: known family and variant, sensible window and decision settings."""
-    from qabench import compression
-
     if settings.get("family") not in models.FAMILIES:
         raise InputError(path, f"unknown family {settings.get('family')!r} (known: {', '.join(models.FAMILIES)})")
     variant = settings.get("variant", "base")
@@ -164,11 +161,8 @@ def load_model(model: str | Path, device: str = "cpu"):
     if settings["family"] == "encoder":
         saved = (Path(checkpoints.resolve(str(model))) / SETTINGS_FILE).is_file()
         settings = fit_window(settings, position_limit(getattr(loaded, "config", None)), model, saved)
-    if settings.get("variant", "base") != "base":
-        from qabench import compression
-
-        if compression.method(settings["variant"]).KEEPS_ITS_DEVICE:
-            return loaded, tokenizer, settings
+    if settings.get("variant", "base") != "base" and compression.method(settings["variant"]).KEEPS_ITS_DEVICE:
+        return loaded, tokenizer, settings
     devices.move(loaded, device)
     return loaded, tokenizer, settings
 
@@ -190,30 +184,8 @@ def _no_progress_bars():
 
 def _load(model: str | Path, settings: dict):
     if settings.get("variant", "base") != "base":
-        from qabench import compression
-
         return compression.method(settings["variant"]).load(str(model), settings)
     return models.family(settings["family"]).load(str(model))
-
-
-@dataclass
-class PredictionResult:
-    predictions: dict[str, str]
-    na_probs: dict[str, float]
-    answers: dict[str, postprocess.Answer]
-    threshold: float
-    stats: dict = field(default_factory=dict)
-
-    def best_answers(self) -> dict[str, str]:
-        """Each question's best answer whatever its na_prob (what the official best_* keys score)."""
-        return {qid: answer.text for qid, answer in self.answers.items()}
-
-    def check_finite(self, model: str | Path) -> None:
-        """Damaged weights show as a non-finite no-answer score: one InputError naming ``model``."""
-        broken = next((qid for qid, value in self.na_probs.items() if not math.isfinite(value)), None)
-        if broken is not None:
-            raise InputError(model, f"gives a non-finite no-answer score ({self.na_probs[broken]}) for question "
-                                    f"'{broken}': damaged weights?")
 
 
 def window_logits(model, span_logits, features, pad_id: int, batch_size: int, precision: str = "fp32",
@@ -255,8 +227,7 @@ def predict(model, tokenizer, examples: list[Example], settings: dict, batch_siz
     if abstain_share is None:
         return result
     share_threshold = postprocess.threshold_for_abstain_share(result.na_probs.values(), abstain_share)
-    return PredictionResult({qid: postprocess.decide(answer, share_threshold) for qid, answer in result.answers.items()},
-                            result.na_probs, result.answers, share_threshold, result.stats)
+    return PredictionResult.from_answers(result.answers, share_threshold, result.stats)
 
 
 def _predict_spans(model, model_family, tokenizer, examples: list[Example], settings: dict, batch_size: int,
@@ -267,23 +238,11 @@ def _predict_spans(model, model_family, tokenizer, examples: list[Example], sett
     t1 = time.perf_counter()
     logits = window_logits(model, model_family.span_logits, features, tokenizer.pad_token_id, batch_size, precision, progress)
     t2 = time.perf_counter()
-    windows_by_example: dict[int, list[dict]] = {}
-    for row, (start, end) in zip(features.itertuples(index=False), logits):
-        windows_by_example.setdefault(row.example_index, []).append(
-            {"start_logits": start, "end_logits": end, "offset_start": row.offset_start, "offset_end": row.offset_end})
-    answers, predictions, na_probs = {}, {}, {}
-    for index, example in enumerate(examples):
-        answer = postprocess.answer_question(example.context, windows_by_example[index],
-                                             settings["n_best"], settings["max_answer_tokens"])
-        answers[example.id] = answer
-        predictions[example.id] = postprocess.decide(answer, threshold)
-        na_probs[example.id] = answer.na_prob
+    candidates = ((row.example_index, postprocess.window_candidate(
+        examples[row.example_index].context, start, end, row.offset_start, row.offset_end, settings["n_best"],
+        settings["max_answer_tokens"])) for row, (start, end) in zip(features.itertuples(index=False), logits))
+    answers = postprocess.answer_questions([example.id for example in examples], candidates)
     t3 = time.perf_counter()
-    stats = {
-        "questions": len(examples), "windows": len(features),
-        "tokens": int(features["input_ids"].map(len).sum()),
-        "tokenize_s": t1 - t0, "model_s": t2 - t1, "postprocess_s": t3 - t2, "total_s": t3 - t0,
-        "questions_per_s": len(examples) / (t3 - t0), "batch_size": batch_size, "precision": precision,
-        "threads": torch.get_num_threads(),
-    }
-    return PredictionResult(predictions, na_probs, answers, threshold, stats)
+    stats = postprocess.run_stats(len(examples), len(features), int(features["input_ids"].map(len).sum()),
+                                  (t0, t1, t2, t3), batch_size, precision, torch.get_num_threads())
+    return PredictionResult.from_answers(answers, threshold, stats)

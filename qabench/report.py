@@ -9,6 +9,7 @@ from pathlib import Path
 
 from qabench import metrics
 from qabench.data import load_squad
+from qabench.io import atomic_path
 
 CSV_COLUMNS = [
     "model", "variant", "family", "eval_set", "exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact",
@@ -140,8 +141,6 @@ def plot_pareto(rows: list[dict], eval_set: str, name: str, out_path: str | Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from qabench.io import atomic_path
-
     cost, label = PLOTS[name]
     points = [r for r in rows if r["eval_set"] == eval_set and r["family"] != "baseline"
               and r.get(cost) is not None and r.get("f1") is not None]
@@ -176,8 +175,6 @@ def plot_learning_curve(points: list[dict], model: str, out_path: str | Path) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from qabench.io import atomic_path
 
     hours = [p["trained_s"] / 3600 for p in points]
     eval_sets = [key for key in (points[0] if points else {}) if key not in ("step", "trained_s", "threshold",
@@ -242,66 +239,93 @@ def to_markdown(rows: list[dict], plots: dict[str, list[tuple[str, str]]] | None
     """``plots``: per eval set, (title, path relative to the markdown file) of each figure to show."""
     lines = ["# qabench summary", ""]
     for eval_set in dict.fromkeys(r["eval_set"] for r in rows):
-        subset = [r for r in rows if r["eval_set"] == eval_set]
-        total = subset[0].get("total")
-        on_front = any(r.get("pareto_latency") for r in subset)
-        lines += [f"## {eval_set} ({total} questions)", "",
-                  "Each variant is compared with its own base (Δ columns, size and speed ratios); "
-                  + ("**bold** rows are on the F1-latency Pareto front (a model must beat always-abstain, "
-                     "which needs no model at all)." if on_front else
-                     "no model beats always-abstain's F1 at its own threshold, so none is on the F1-latency "
-                     "Pareto front."), "",
-                  "| model | variant | family | EM | F1 | ΔEM | ΔF1 | HasAns F1 | NoAns EM | best F1 (thresh) "
-                  "| gap to best | strict EM | params | trainable | size MB | size vs base | p50 ms | p95 ms | speed-up | q/s "
-                  "| peak MB | threshold | init |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
-                  "|---:|---:|---|"]
-        for r in subset:
-            best = f"{_fmt(r.get('best_f1'))} ({_fmt(r.get('best_f1_thresh'), 3)})" if r.get("best_f1") is not None else ""
-            name = f"**{r['model']}**" if r.get("pareto_latency") else r["model"]
-            lines.append(
-                f"| {name} | {r['variant']} | {r['family']} | {_fmt(r.get('exact'))} | {_fmt(r.get('f1'))} "
-                f"| {_signed(r.get('delta_exact'))} | {_signed(r.get('delta_f1'))} "
-                f"| {_fmt(r.get('HasAns_f1'))} | {_fmt(r.get('NoAns_exact'))} | {best} | {_fmt(r.get('threshold_gap_f1'))} "
-                f"| {_fmt(r.get('strict_exact'))} "
-                f"| {_fmt(r.get('params'))} | {_fmt(r.get('trainable_params'))} | {_fmt(r.get('size_mb'))} "
-                f"| {_ratio(r.get('size_ratio'))} | {_fmt(r.get('latency_ms_p50'), 1)} "
-                f"| {_fmt(r.get('latency_ms_p95'), 1)} | {_ratio(r.get('speedup_p50'))} | {_fmt(r.get('throughput_qps'))} "
-                f"| {_fmt(r.get('peak_mem_mb'), 0)} | {_fmt(r.get('threshold'), 3)} | {r.get('init') or ''} |")
-        lines.append("")
-        for title, path in (plots or {}).get(eval_set, []):
-            lines += [f"![{title}]({path})", ""]
-        if total == OFFICIAL_DEV_QUESTIONS:
-            lines += ["Published reference numbers on the official SQuAD 2.0 dev set (**not measured here**; "
-                      "from papers and model cards):", "",
-                      "| reference system | params | EM | F1 | source |", "|---|---:|---:|---:|---|"]
-            lines += [f"| *{n}* | {p} | {_fmt(em) if em is not None else '-'} | {_fmt(f1)} | {s} |"
-                      for n, p, em, f1, s in PUBLISHED_ANCHORS]
-            lines.append("")
-    trained = {f"{r['model']}/{r['variant']}": r for r in rows if r.get("train_questions") or r.get("train_wall_s")}
-    if trained:
-        lines += ["Training:", ""]
-        for name, r in trained.items():
-            minutes = f", {r['train_wall_s'] / 60:.1f} min" if r.get("train_wall_s") else ""
-            questions = f"{r['train_questions']} training questions" if r.get("train_questions") else "no training"
-            data = f" (trained on {r['train_data']})" if r.get("train_data") else ""
-            lines.append(f"- {name}: {questions}{data}{minutes}; "
-                         f"abstain threshold {_fmt(r.get('threshold'), 3)} ({r.get('threshold_source')})")
-        lines.append("")
-    lines += [
-        "Notes:",
-        "- EM/F1 use each model's own threshold, chosen after training on held-out training articles "
-        "(column *threshold*: abstain when null score minus best span score exceeds it); *best F1* is the "
-        "official oracle threshold searched on the eval set itself, shown for comparison only; *gap to best* "
-        "is best F1 minus F1, what choosing the threshold without the eval set cost.",
-        "- *strict EM*: exact string equality without SQuAD's normalisation.",
-        "- Costs come from the efficiency rule, run alone on the machine named in summary.csv (*device*): "
-        "*p50/p95 ms*, latency per question at batch 1 (tokenization, model and span search) over a fixed "
-        "sample of eval questions after warm-up; *q/s*, throughput on the same questions at a larger batch; "
-        "*peak MB*, the benchmark process's peak resident memory; *size MB*, the whole checkpoint directory.",
-        "",
-    ]
+        lines += _eval_set_section(eval_set, [r for r in rows if r["eval_set"] == eval_set],
+                                   (plots or {}).get(eval_set, []))
+    lines += _training_section(rows)
+    lines += _NOTES
     return "\n".join(lines)
+
+
+_TABLE_HEADER = [
+    "| model | variant | family | EM | F1 | ΔEM | ΔF1 | HasAns F1 | NoAns EM | best F1 (thresh) "
+    "| gap to best | strict EM | params | trainable | size MB | size vs base | p50 ms | p95 ms | speed-up | q/s "
+    "| peak MB | threshold | init |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
+    "|---:|---:|---|",
+]
+
+_NOTES = [
+    "Notes:",
+    "- EM/F1 use each model's own threshold, chosen after training on held-out training articles "
+    "(column *threshold*: abstain when null score minus best span score exceeds it); *best F1* is the "
+    "official oracle threshold searched on the eval set itself, shown for comparison only; *gap to best* "
+    "is best F1 minus F1, what choosing the threshold without the eval set cost.",
+    "- *strict EM*: exact string equality without SQuAD's normalisation.",
+    "- Costs come from the efficiency rule, run alone on the machine named in summary.csv (*device*): "
+    "*p50/p95 ms*, latency per question at batch 1 (tokenization, model and span search) over a fixed "
+    "sample of eval questions after warm-up; *q/s*, throughput on the same questions at a larger batch; "
+    "*peak MB*, the benchmark process's peak resident memory; *size MB*, the whole checkpoint directory.",
+    "",
+]
+
+
+def _eval_set_section(eval_set: str, subset: list[dict], plots: list[tuple[str, str]]) -> list[str]:
+    """One eval set's table, its figures and (on the official dev set) the published reference numbers."""
+    total = subset[0].get("total")
+    on_front = any(r.get("pareto_latency") for r in subset)
+    lines = [f"## {eval_set} ({total} questions)", "",
+             "Each variant is compared with its own base (Δ columns, size and speed ratios); "
+             + ("**bold** rows are on the F1-latency Pareto front (a model must beat always-abstain, "
+                "which needs no model at all)." if on_front else
+                "no model beats always-abstain's F1 at its own threshold, so none is on the F1-latency "
+                "Pareto front."), "",
+             *_TABLE_HEADER]
+    lines += [_table_row(r) for r in subset]
+    lines.append("")
+    for title, path in plots:
+        lines += [f"![{title}]({path})", ""]
+    if total == OFFICIAL_DEV_QUESTIONS:
+        lines += _references_section()
+    return lines
+
+
+def _table_row(r: dict) -> str:
+    best = f"{_fmt(r.get('best_f1'))} ({_fmt(r.get('best_f1_thresh'), 3)})" if r.get("best_f1") is not None else ""
+    name = f"**{r['model']}**" if r.get("pareto_latency") else r["model"]
+    return (f"| {name} | {r['variant']} | {r['family']} | {_fmt(r.get('exact'))} | {_fmt(r.get('f1'))} "
+            f"| {_signed(r.get('delta_exact'))} | {_signed(r.get('delta_f1'))} "
+            f"| {_fmt(r.get('HasAns_f1'))} | {_fmt(r.get('NoAns_exact'))} | {best} | {_fmt(r.get('threshold_gap_f1'))} "
+            f"| {_fmt(r.get('strict_exact'))} "
+            f"| {_fmt(r.get('params'))} | {_fmt(r.get('trainable_params'))} | {_fmt(r.get('size_mb'))} "
+            f"| {_ratio(r.get('size_ratio'))} | {_fmt(r.get('latency_ms_p50'), 1)} "
+            f"| {_fmt(r.get('latency_ms_p95'), 1)} | {_ratio(r.get('speedup_p50'))} | {_fmt(r.get('throughput_qps'))} "
+            f"| {_fmt(r.get('peak_mem_mb'), 0)} | {_fmt(r.get('threshold'), 3)} | {r.get('init') or ''} |")
+
+
+def _references_section() -> list[str]:
+    lines = ["Published reference numbers on the official SQuAD 2.0 dev set (**not measured here**; "
+             "from papers and model cards):", "",
+             "| reference system | params | EM | F1 | source |", "|---|---:|---:|---:|---|"]
+    lines += [f"| *{n}* | {p} | {_fmt(em) if em is not None else '-'} | {_fmt(f1)} | {s} |"
+              for n, p, em, f1, s in PUBLISHED_ANCHORS]
+    lines.append("")
+    return lines
+
+
+def _training_section(rows: list[dict]) -> list[str]:
+    """How each trained model was trained and where its abstain threshold came from (nothing if none trained)."""
+    trained = {f"{r['model']}/{r['variant']}": r for r in rows if r.get("train_questions") or r.get("train_wall_s")}
+    if not trained:
+        return []
+    lines = ["Training:", ""]
+    for name, r in trained.items():
+        minutes = f", {r['train_wall_s'] / 60:.1f} min" if r.get("train_wall_s") else ""
+        questions = f"{r['train_questions']} training questions" if r.get("train_questions") else "no training"
+        data = f" (trained on {r['train_data']})" if r.get("train_data") else ""
+        lines.append(f"- {name}: {questions}{data}{minutes}; "
+                     f"abstain threshold {_fmt(r.get('threshold'), 3)} ({r.get('threshold_source')})")
+    lines.append("")
+    return lines
 
 
 def curves_markdown(curves: dict[str, list[dict]], plots: dict[str, str]) -> str:

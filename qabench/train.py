@@ -289,42 +289,9 @@ def _train(model, features, batch_loss, settings: TrainSettings, state_dir: Path
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     device = trainable[0].device
-    no_decay = [p for p in trainable if p.ndim < 2]
-    decay = [p for p in trainable if p.ndim >= 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.learning_rate,
-    )
-    scheduler = _linear_schedule(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
-
-    step = 0
-    wall_before = 0.0  # training time of earlier runs, up to the checkpoint this one resumes from
-    checkpoint = state_dir / "checkpoint.pt"
-    loss_log = state_dir / "loss.jsonl"
-    if checkpoint.is_file():
-        state = load_state(checkpoint)
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            rank_rng = state.get("rank_rng")
-            if rank_rng is not None and len(rank_rng) == world:
-                _set_rng_state(rank_rng[rank], device)
-            elif rank == 0:  # the other ranks of a run resumed on another process count keep fresh streams
-                torch.set_rng_state(state["torch_rng"])
-            step = int(state["step"])
-            wall_before = float(state.get("wall_s", 0.0))
-        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
-            raise InputError(checkpoint, f"resume state that does not fit this training run "
-                                         f"({first_line(err)}); "
-                                         f"delete {state_dir} to train from the start") from None
-        log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint)
-        if rank == 0 and loss_log.is_file():  # drop entries logged after the checkpoint
-            loss_log.write_text("".join(json.dumps(e) + "\n" for e in _loss_entries(loss_log) if e["step"] <= step))
-    else:
-        if rank == 0:
-            loss_log.write_text("")
-        log.info("training from scratch: %d windows, %d steps", len(features), total_steps)
+    optimizer, scheduler = _optimizer(trainable, settings, total_steps)
+    step, wall_before = _resume(state_dir, model, optimizer, scheduler, device, rank, world, total_steps,
+                               len(features))
     if world > 1:
         with torch.no_grad():  # start every rank from rank 0's weights, as DistributedDataParallel does
             for tensor in model.state_dict().values():
@@ -343,46 +310,23 @@ def _train(model, features, batch_loss, settings: TrainSettings, state_dir: Path
     running = []
     epoch_batches: dict[int, list[np.ndarray]] = {}
     bar = progress_bar(total=total_steps, initial=step, desc="train", unit="step", disable=not progress or rank > 0)
-    with open(loss_log, "a") if rank == 0 else contextlib.nullcontext() as log_file:
+    with open(state_dir / "loss.jsonl", "a") if rank == 0 else contextlib.nullcontext() as log_file:
         while step < total_steps:
             epoch, position = divmod(step, batches_per_epoch)
             if epoch not in epoch_batches:
                 epoch_batches = {epoch: grouped_training_batches(lengths, settings.batch_size, settings.seed, epoch)}
-            batch = epoch_batches[epoch][position]
-            if world == 1:
-                with autocast:
-                    loss, tokens = batch_loss(batch)
-                loss.backward()
-            else:
-                loss, tokens = _shared_backward(batch_loss, batch, trainable, rank, world, autocast)
-            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss, tokens = _step(batch_loss, epoch_batches[epoch][position], trainable, optimizer, scheduler,
+                                 settings.max_grad_norm, autocast, rank, world)
             step += 1
             tokens_seen += tokens
             running.append(loss.item())
             bar.update(1)
             if step % settings.log_every_steps == 0 or step == total_steps:
-                entry = {"step": step, "epoch": round(step / batches_per_epoch, 4), "loss": float(np.mean(running)),
-                         "lr": scheduler.get_last_lr()[0],
-                         "elapsed_s": round(trained_s(), 2)}
-                if log_file is not None:
-                    log_file.write(json.dumps(entry) + "\n")
-                    log_file.flush()
-                bar.set_postfix(loss=f"{entry['loss']:.3f}")
+                _log_losses(log_file, bar, step, step / batches_per_epoch, running, scheduler.get_last_lr()[0],
+                            trained_s())
                 running = []
-            # the snapshot first: a checkpoint at a step always has that step's snapshot beside it
-            if settings.snapshot_every_steps and step % settings.snapshot_every_steps == 0 and step < total_steps \
-                    and rank == 0:
-                _save_snapshot(state_dir, model, step, trained_s())
-            if step % settings.save_every_steps == 0 and step < total_steps:
-                if world == 1:
-                    _save_state(state_dir, model, optimizer, scheduler, step, wall_s=trained_s())
-                else:
-                    rank_rng = _gather_rng_states(device, world)
-                    if rank == 0:
-                        _save_state(state_dir, model, optimizer, scheduler, step, rank_rng, wall_s=trained_s())
+            if step < total_steps:
+                _save_progress(state_dir, model, optimizer, scheduler, settings, step, trained_s, device, rank, world)
     bar.close()
     model.eval()
     wall = time.perf_counter() - t0
@@ -390,6 +334,94 @@ def _train(model, features, batch_loss, settings: TrainSettings, state_dir: Path
             "precision": precision,
             "wall_s": round(trained_s(), 1), "wall_s_this_run": round(wall, 1), "tokens_this_run": tokens_seen,
             "tokens_per_s": round(tokens_seen / wall, 1) if wall > 0 else None}
+
+
+def _optimizer(trainable: list, settings: TrainSettings, total_steps: int):
+    """AdamW (no weight decay on biases and norms) and the warmup-then-linear-decay schedule."""
+    no_decay = [p for p in trainable if p.ndim < 2]
+    decay = [p for p in trainable if p.ndim >= 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.learning_rate,
+    )
+    return optimizer, _linear_schedule(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+
+
+def _resume(state_dir: Path, model, optimizer, scheduler, device: torch.device, rank: int, world: int,
+            total_steps: int, windows: int) -> tuple[int, float]:
+    """(step, training seconds before it) of the checkpoint in ``state_dir``, whose model, optimizer,
+    schedule and random streams are restored and after whose step the loss log is cut; (0, 0.0) and an
+    empty loss log where there is none."""
+    checkpoint = state_dir / "checkpoint.pt"
+    loss_log = state_dir / "loss.jsonl"
+    if not checkpoint.is_file():
+        if rank == 0:
+            loss_log.write_text("")
+        log.info("training from scratch: %d windows, %d steps", windows, total_steps)
+        return 0, 0.0
+    state = load_state(checkpoint)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rank_rng = state.get("rank_rng")
+        if rank_rng is not None and len(rank_rng) == world:
+            _set_rng_state(rank_rng[rank], device)
+        elif rank == 0:  # the other ranks of a run resumed on another process count keep fresh streams
+            torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+        wall_before = float(state.get("wall_s", 0.0))
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+        raise InputError(checkpoint, f"resume state that does not fit this training run "
+                                     f"({first_line(err)}); "
+                                     f"delete {state_dir} to train from the start") from None
+    log.info("resuming from step %d of %d (%s)", step, total_steps, checkpoint)
+    if rank == 0 and loss_log.is_file():  # drop entries logged after the checkpoint
+        loss_log.write_text("".join(json.dumps(e) + "\n" for e in _loss_entries(loss_log) if e["step"] <= step))
+    return step, wall_before
+
+
+def _step(batch_loss, batch: np.ndarray, trainable: list, optimizer, scheduler, max_grad_norm: float, autocast,
+          rank: int, world: int) -> tuple[torch.Tensor, int]:
+    """One optimisation step on ``batch`` (shared among the ``world`` processes): (loss, input tokens)."""
+    if world == 1:
+        with autocast:
+            loss, tokens = batch_loss(batch)
+        loss.backward()
+    else:
+        loss, tokens = _shared_backward(batch_loss, batch, trainable, rank, world, autocast)
+    torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, tokens
+
+
+def _log_losses(log_file, bar, step: int, epoch: float, losses: list[float], lr: float, trained_s: float) -> None:
+    """A loss-log line (rank 0 only: the other ranks have no ``log_file``) with the mean of the losses
+    since the last one, and the progress bar's loss."""
+    entry = {"step": step, "epoch": round(epoch, 4), "loss": float(np.mean(losses)), "lr": lr,
+             "elapsed_s": round(trained_s, 2)}
+    if log_file is not None:
+        log_file.write(json.dumps(entry) + "\n")
+        log_file.flush()
+    bar.set_postfix(loss=f"{entry['loss']:.3f}")
+
+
+def _save_progress(state_dir: Path, model, optimizer, scheduler, settings: TrainSettings, step: int, trained_s,
+                   device: torch.device, rank: int, world: int) -> None:
+    """The weight snapshot and the resume checkpoint that are due after ``step`` (not the last step:
+    ``finish`` saves the model); ``trained_s()`` gives the training seconds so far."""
+    # the snapshot first: a checkpoint at a step always has that step's snapshot beside it
+    if settings.snapshot_every_steps and step % settings.snapshot_every_steps == 0 and rank == 0:
+        _save_snapshot(state_dir, model, step, trained_s())
+    if step % settings.save_every_steps == 0:
+        if world == 1:
+            _save_state(state_dir, model, optimizer, scheduler, step, wall_s=trained_s())
+        else:
+            rank_rng = _gather_rng_states(device, world)
+            if rank == 0:
+                _save_state(state_dir, model, optimizer, scheduler, step, rank_rng, wall_s=trained_s())
 
 
 def finish(state_dir: str | Path, out_dir: str | Path) -> None:

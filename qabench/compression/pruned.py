@@ -292,16 +292,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     """Prune the encoder in ``base_dir``, fine-tune it on ``data.features``, save."""
     options = resolve_options(options)
     base_settings = read_settings(base_dir)
-    family = base_settings["family"]
-    if family not in FAMILIES:
-        raise InputError(base_dir, f"pruned applies to the encoder family only, not {family} "
-                                   "(it removes BERT attention heads and FFN neurons)")
-    if base_settings.get("variant", "base") != "base":
-        raise InputError(base_dir, f"pruned starts from a base model, not a {base_settings['variant']} variant")
-    if data is None or len(data.features) == 0:
-        raise InputError("pruned", "needs training windows (data.features) for importance and recovery fine-tuning")
-    if state_dir is None:
-        raise InputError("pruned", "needs a state_dir for its resumable recovery fine-tuning")
+    _check_inputs(base_dir, base_settings, data, state_dir)
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
 
@@ -311,15 +302,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     devices.move(model, device)
     before = _shape_record(model)
     calibration = _calibration_rows(data.features, options["calibration_windows"], seed)
-    plan_path = state_dir / PLAN_FILE
-    if plan_path.is_file():  # resuming: prune as before, whatever float noise the importance would have
-        plan = json.loads(plan_path.read_text())
-        apply(model, plan)
-    else:
-        plan = prune(model, calibration, tokenizer.pad_token_id, options)
-        plan["pruned_calibration_loss"] = mean_loss(model, calibration, tokenizer.pad_token_id,
-                                                    options["calibration_batch_size"])
-        plan_path.write_text(json.dumps(plan) + "\n")
+    plan = _prune_or_replay(model, calibration, tokenizer.pad_token_id, options, state_dir / PLAN_FILE)
     after = _shape_record(model)
     log.info("pruned encoder %d -> %d parameters (%.3f)", before["encoder_params"], after["encoder_params"],
              after["encoder_params"] / before["encoder_params"])
@@ -333,13 +316,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
 
     settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "compression": {"method": METHOD, **options}}
     record = {
-        **stats, **parameter_counts(model),
-        "params_before": before["params"],
-        "encoder_params_before": before["encoder_params"], "encoder_params_after": after["encoder_params"],
-        "encoder_ratio": round(after["encoder_params"] / before["encoder_params"], 4),
-        "target_encoder_ratio": options["target_encoder_ratio"],
-        "heads_before": before["heads"], "heads_kept": after["heads"],
-        "neurons_before": before["neurons"], "neurons_kept": after["neurons"],
+        **stats, **parameter_counts(model), **_pruning_record(before, after, options),
         "calibration_windows": len(calibration),
         "calibration_loss": {"base": plan["base_calibration_loss"], "pruned": plan["pruned_calibration_loss"],
                              "recovered": recovered_loss},
@@ -349,6 +326,45 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     kept = {"format": FORMAT_VERSION, "heads": plan["heads"], "neurons": plan["neurons"]}
     model.to("cpu")
     save_model_dir(out_dir, lambda tmp: save(model, tokenizer, kept, tmp), settings, record, state_dir)
+
+
+def _check_inputs(base_dir: str | Path, base_settings: dict, data, state_dir: str | Path | None) -> None:
+    """Refuse, before any work, a base that is not an encoder base model, and missing data or state_dir."""
+    family = base_settings["family"]
+    if family not in FAMILIES:
+        raise InputError(base_dir, f"pruned applies to the encoder family only, not {family} "
+                                   "(it removes BERT attention heads and FFN neurons)")
+    if base_settings.get("variant", "base") != "base":
+        raise InputError(base_dir, f"pruned starts from a base model, not a {base_settings['variant']} variant")
+    if data is None or len(data.features) == 0:
+        raise InputError("pruned", "needs training windows (data.features) for importance and recovery fine-tuning")
+    if state_dir is None:
+        raise InputError("pruned", "needs a state_dir for its resumable recovery fine-tuning")
+
+
+def _prune_or_replay(model: nn.Module, calibration, pad_id: int, options: dict, plan_path: Path) -> dict:
+    """Prune ``model`` in place and record the plan (with the pruned model's calibration loss) in
+    ``plan_path``; where a plan is recorded already (a resumed run), apply that one instead."""
+    if plan_path.is_file():  # resuming: prune as before, whatever float noise the importance would have
+        plan = json.loads(plan_path.read_text())
+        apply(model, plan)
+        return plan
+    plan = prune(model, calibration, pad_id, options)
+    plan["pruned_calibration_loss"] = mean_loss(model, calibration, pad_id, options["calibration_batch_size"])
+    plan_path.write_text(json.dumps(plan) + "\n")
+    return plan
+
+
+def _pruning_record(before: dict, after: dict, options: dict) -> dict:
+    """What pruning kept, for training.json (after the training stats and parameter counts)."""
+    return {
+        "params_before": before["params"],
+        "encoder_params_before": before["encoder_params"], "encoder_params_after": after["encoder_params"],
+        "encoder_ratio": round(after["encoder_params"] / before["encoder_params"], 4),
+        "target_encoder_ratio": options["target_encoder_ratio"],
+        "heads_before": before["heads"], "heads_kept": after["heads"],
+        "neurons_before": before["neurons"], "neurons_kept": after["neurons"],
+    }
 
 
 def save(model: nn.Module, tokenizer, kept: dict, out_dir: str | Path) -> None:

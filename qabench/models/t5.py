@@ -23,12 +23,10 @@ from qabench import checkpoints, devices
 from qabench.batching import sorted_batches
 from qabench.data import Example
 from qabench.errors import InputError
-from qabench.features import WindowSpec, truncate_questions
 from qabench.metrics import normalize_answer
-from qabench.models import MASKED_LOGIT
-from qabench.postprocess import Answer, decide
-from qabench.predict import PredictionResult
+from qabench.postprocess import Candidate, PredictionResult, answer_questions, run_stats
 from qabench.progress import bar as progress_bar
+from qabench.windows import WindowSpec, truncate_questions
 
 FAMILY = "t5"
 DEFAULT_OPTIONS = {"no_answer_text": "unanswerable", "max_answer_tokens": 32, "num_beams": 1}
@@ -289,29 +287,51 @@ def predict(model, tokenizer, examples: list[Example], settings: dict, batch_siz
     """
     options = resolve_options(settings.get("options"))
     spec = WindowSpec(settings["max_length"], settings["stride"], settings["max_question_tokens"])
-    pad, eos = special_ids(tokenizer)
-    null_norm = normalize_answer(options["no_answer_text"])
-    null_ids = _target_ids(tokenizer, options["no_answer_text"], eos)
-    ban = LogitsProcessorList([_BanFirstTokens(sorted({int(null_ids[0]), eos, pad}))])
-    generate_kwargs = {"max_new_tokens": int(options["max_answer_tokens"]), "num_beams": int(options["num_beams"]),
-                       "do_sample": False, "pad_token_id": pad, "eos_token_id": eos,
-                       "decoder_start_token_id": model.config.decoder_start_token_id}
-
+    generation = _Generation.of(model, tokenizer, options)
     t0 = time.perf_counter()
     windows = _windows(examples, tokenizer, spec, options["no_answer_text"])
     t1 = time.perf_counter()
+    candidates = _score_windows(model, tokenizer, generation, windows, examples, batch_size, precision, progress)
+    t2 = time.perf_counter()
+    answers = answer_questions([example.id for example in examples],
+                               ((window.example_index, candidate) for window, candidate in zip(windows, candidates)))
+    t3 = time.perf_counter()
+    stats = run_stats(len(examples), len(windows), sum(len(w.input_ids) for w in windows), (t0, t1, t2, t3),
+                      batch_size, precision, torch.get_num_threads())
+    return PredictionResult.from_answers(answers, threshold, stats)
 
-    def candidate(window: _Window, generated: np.ndarray) -> tuple[np.ndarray, str]:
-        answer_ids = generated[1:]  # drop the decoder start token
-        stop = np.flatnonzero((answer_ids == eos) | (answer_ids == pad))
-        answer_ids = answer_ids[: stop[0]] if len(stop) else answer_ids
-        text = _snap_to_context(answer_ids, window, examples[window.example_index].context)
-        if text is None:
-            text = tokenizer.decode(answer_ids.tolist(), skip_special_tokens=True).strip()
-        return answer_ids, text
 
-    # per window: (answer log-prob or None, answer text, no-answer log-prob)
-    scored: list[tuple[float | None, str, float]] = [None] * len(windows)  # type: ignore[list-item]
+@dataclass(frozen=True)
+class _Generation:
+    """How answers are generated and told apart from the no-answer text."""
+
+    pad: int
+    eos: int
+    null_ids: np.ndarray  # the no-answer text's target ids
+    null_norm: str  # the no-answer text, normalised
+    kwargs: dict  # for model.generate
+    ban: LogitsProcessorList  # no first token that starts an abstention (for the second try)
+
+    @classmethod
+    def of(cls, model, tokenizer, options: dict) -> _Generation:
+        pad, eos = special_ids(tokenizer)
+        null_ids = _target_ids(tokenizer, options["no_answer_text"], eos)
+        kwargs = {"max_new_tokens": int(options["max_answer_tokens"]), "num_beams": int(options["num_beams"]),
+                  "do_sample": False, "pad_token_id": pad, "eos_token_id": eos,
+                  "decoder_start_token_id": model.config.decoder_start_token_id}
+        return cls(pad, eos, null_ids, normalize_answer(options["no_answer_text"]), kwargs,
+                   LogitsProcessorList([_BanFirstTokens(sorted({int(null_ids[0]), eos, pad}))]))
+
+    def usable(self, text: str) -> bool:
+        """Whether a generated text is an answer: not empty, not the no-answer text."""
+        return normalize_answer(text) not in ("", self.null_norm)
+
+
+def _score_windows(model, tokenizer, generation: _Generation, windows: list[_Window], examples: list[Example],
+                   batch_size: int, precision: str, progress: bool) -> list[Candidate]:
+    """Per window, in window order: its generated answer with the answer's log-probability (None
+    where the answer is not usable) and the no-answer text's log-probability."""
+    scored: list[Candidate] = [None] * len(windows)  # type: ignore[list-item]
     lengths = np.array([len(w.input_ids) for w in windows])
     # the encoder and generate are not the model's forward, so devices.place does not move their inputs
     device = devices.model_device(model)
@@ -320,45 +340,44 @@ def predict(model, tokenizer, examples: list[Example], settings: dict, batch_siz
     with torch.inference_mode(), autocast:
         for batch in progress_bar(sorted_batches(lengths, batch_size), desc="predict", unit="batch",
                                   disable=not progress):
-            inputs, mask = (t.to(device) for t in _pad_inputs([windows[i].input_ids for i in batch], pad))
+            inputs, mask = (t.to(device) for t in _pad_inputs([windows[i].input_ids for i in batch], generation.pad))
             encoded = model.get_encoder()(input_ids=inputs, attention_mask=mask)
-            generated = model.generate(encoder_outputs=encoded, attention_mask=mask, **generate_kwargs).cpu().numpy()
-            candidates = [candidate(windows[i], g) for i, g in zip(batch, generated)]
-            redo = [row for row, (_, text) in enumerate(candidates) if normalize_answer(text) in ("", null_norm)]
-            if redo:
-                sub = _rows(encoded, redo)
-                again = model.generate(encoder_outputs=sub, attention_mask=mask[redo], logits_processor=ban,
-                                       **generate_kwargs).cpu().numpy()
-                for row, g in zip(redo, again):
-                    candidates[row] = candidate(windows[batch[row]], g)
+            answers = _generate_answers(model, tokenizer, generation, encoded, mask, [windows[i] for i in batch],
+                                        examples)
             # one teacher-forced pass scores every answer candidate and the no-answer text
-            both = _pad([np.append(ids, eos) for ids, _ in candidates] + [null_ids] * len(batch), IGNORE_INDEX)
+            both = _pad([np.append(ids, generation.eos) for ids, _ in answers] + [generation.null_ids] * len(batch),
+                        IGNORE_INDEX)
             logprobs = _sequence_logprobs(model, _rows(encoded, list(range(len(batch))) * 2),
                                           torch.cat([mask, mask]), both).cpu().numpy()
-            for row, (i, (_, text)) in enumerate(zip(batch, candidates)):
-                usable = normalize_answer(text) not in ("", null_norm)
-                scored[i] = (float(logprobs[row]) if usable else None, text, float(logprobs[len(batch) + row]))
-    t2 = time.perf_counter()
+            for row, (i, (_, text)) in enumerate(zip(batch, answers)):
+                scored[i] = Candidate(float(logprobs[row]) if generation.usable(text) else None, text,
+                                      float(logprobs[len(batch) + row]))
+    return scored
 
-    best: dict[int, list] = {}  # example index -> [span score, text, null score]
-    for window, (answer_score, text, null_score) in zip(windows, scored):
-        entry = best.setdefault(window.example_index, [MASKED_LOGIT, "", np.inf])
-        if answer_score is not None and answer_score > entry[0]:
-            entry[0], entry[1] = answer_score, text
-        entry[2] = min(entry[2], null_score)
-    answers, predictions, na_probs = {}, {}, {}
-    for index, example in enumerate(examples):
-        span_score, text, null_score = best[index]
-        answer = Answer(text, float(span_score), float(null_score))
-        answers[example.id] = answer
-        predictions[example.id] = decide(answer, threshold)
-        na_probs[example.id] = answer.na_prob
-    t3 = time.perf_counter()
-    stats = {
-        "questions": len(examples), "windows": len(windows), "tokens": int(lengths.sum()),
-        "tokenize_s": t1 - t0, "model_s": t2 - t1, "postprocess_s": t3 - t2, "total_s": t3 - t0,
-        "questions_per_s": len(examples) / (t3 - t0), "batch_size": batch_size, "precision": precision,
-        "threads": torch.get_num_threads(),
-    }
-    return PredictionResult(predictions, na_probs, answers, threshold, stats)
 
+def _generate_answers(model, tokenizer, generation: _Generation, encoded: BaseModelOutput, mask: torch.Tensor,
+                      windows: list[_Window], examples: list[Example]) -> list[tuple[np.ndarray, str]]:
+    """The (answer ids, answer text) each window of a batch generates; where the answer is not usable,
+    generated again with the abstention's first tokens banned."""
+    generated = model.generate(encoder_outputs=encoded, attention_mask=mask, **generation.kwargs).cpu().numpy()
+    answers = [_decode_answer(tokenizer, generation, w, g, examples) for w, g in zip(windows, generated)]
+    redo = [row for row, (_, text) in enumerate(answers) if not generation.usable(text)]
+    if redo:
+        again = model.generate(encoder_outputs=_rows(encoded, redo), attention_mask=mask[redo],
+                               logits_processor=generation.ban, **generation.kwargs).cpu().numpy()
+        for row, g in zip(redo, again):
+            answers[row] = _decode_answer(tokenizer, generation, windows[row], g, examples)
+    return answers
+
+
+def _decode_answer(tokenizer, generation: _Generation, window: _Window, generated: np.ndarray,
+                   examples: list[Example]) -> tuple[np.ndarray, str]:
+    """A generated sequence's answer ids (up to EOS or pad) and text: the context's own characters
+    where those tokens occur in the window, else the decoded tokens."""
+    answer_ids = generated[1:]  # drop the decoder start token
+    stop = np.flatnonzero((answer_ids == generation.eos) | (answer_ids == generation.pad))
+    answer_ids = answer_ids[: stop[0]] if len(stop) else answer_ids
+    text = _snap_to_context(answer_ids, window, examples[window.example_index].context)
+    if text is None:
+        text = tokenizer.decode(answer_ids.tolist(), skip_special_tokens=True).strip()
+    return answer_ids, text

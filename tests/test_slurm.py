@@ -113,8 +113,9 @@ def finished_slurm_jobs(state: Path, run_id: str) -> dict[str, dict[str, str]]:
 def test_every_job_but_download_ran_as_a_completed_slurm_job(slurm_run):
     workdir, output, state = slurm_run
     planned = planned_jobs(output)
-    assert {"download", "download_train", "prepare_train", "prepare_eval", "tokenize_shard", "feature_manifest",
-            "train", "compress", "predict", "evaluate", "efficiency", "summarize"} == set(planned)
+    assert {"download", "download_train", "prepare_train", "prepare_holdout", "prepare_eval", "tokenize_shard",
+            "feature_manifest", "train", "compress", "choose_threshold", "predict", "evaluate", "efficiency",
+            "learning_curve", "summarize"} == set(planned)
     # the local rules ran in Snakemake's own process, nothing else did
     local = planned["download"] + planned["download_train"]
     assert output.count("localrule download:") + output.count("localrule download_train:") == local
@@ -157,7 +158,7 @@ def test_slurm_accuracy_and_predictions_equal_the_local_run(slurm_run, local_run
 
     predictions = sorted(p.relative_to(local_run) for p in (local_run / "results" / "predictions").rglob("*.json"))
     assert predictions == sorted(p.relative_to(workdir) for p in (workdir / "results" / "predictions").rglob("*.json"))
-    assert len(predictions) == 2 * 3  # base and int8 on dev: predictions, na_probs, decision
+    assert len(predictions) == 2 * 4  # base and int8 on dev: predictions, na_probs, best_spans, decision
     for relative in predictions:
         if relative.name == "decision.json":  # it also records how long predicting took
             assert json.loads((workdir / relative).read_text())["threshold"] == \

@@ -19,7 +19,7 @@ The generative family (t5) brings its own features, loss and decoding:
     make_features(examples, tokenizer, spec, options, example_offset=0) -> DataFrame
     batch_loss(model, tokenizer, features) -> callable(indices) -> (loss, tokens)
     predict(model, tokenizer, examples, settings, batch_size, threshold, precision, progress)
-        -> qabench.predict.PredictionResult
+        -> qabench.postprocess.PredictionResult
 """
 
 from __future__ import annotations

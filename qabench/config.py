@@ -12,7 +12,7 @@ import yaml
 
 from qabench.compression import METHOD_FAMILIES
 from qabench.errors import InputError
-from qabench.features import WindowSpec
+from qabench.windows import WindowSpec
 from qabench.io import first_line
 from qabench.models import SPAN_FAMILIES
 

@@ -14,7 +14,7 @@ from qabench import models
 from qabench.data import Example
 from qabench.errors import InputError
 from qabench.io import read_json, read_parquet
-from qabench.windows import NOT_CONTEXT, WindowSpec, truncate_questions  # shared with t5 (also read from here)
+from qabench.windows import NOT_CONTEXT, REQUIRED_FEATURE_COLUMNS, WindowSpec, truncate_questions  # shared with t5 (also read from here)
 
 FEATURE_COLUMNS = [
     "example_index", "example_id", "input_ids", "token_type_ids",
@@ -119,7 +119,6 @@ def shard_bounds(n_items: int, shard: int, n_shards: int) -> tuple[int, int]:
 
 
 # what every family's feature table has (span families add labels and offsets, t5 its text targets)
-REQUIRED_FEATURE_COLUMNS = ["example_index", "input_ids"]
 
 
 def read_feature_shards(paths: list[str]) -> pd.DataFrame:

@@ -39,3 +39,7 @@ def truncate_questions(questions: list[str], tokenizer, max_tokens: int) -> list
     for question, offsets in zip(questions, encoded["offset_mapping"]):
         out.append(question if len(offsets) <= max_tokens else question[: offsets[max_tokens - 1][1]])
     return out
+
+
+# the columns every family's feature shard has: which question a window belongs to, and its tokens
+REQUIRED_FEATURE_COLUMNS = ["example_index", "input_ids"]

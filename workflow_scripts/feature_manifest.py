@@ -12,7 +12,7 @@ from typing import Sequence
 
 from qabench import cli
 from qabench.errors import InputError, run_cli
-from qabench.features import REQUIRED_FEATURE_COLUMNS
+from qabench.windows import REQUIRED_FEATURE_COLUMNS
 from qabench.io import read_parquet, reading, stop_with_snakemake, write_json
 
 

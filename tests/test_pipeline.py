@@ -275,31 +275,31 @@ def test_a_model_target_builds_exactly_that_branch(tmp_path):
     assert {model for _, model in jobs if model} == {"tinylstm"}
 
 
-def test_a_changed_hyper_parameter_reruns_that_model_and_the_summary_only(smoke_run, tmp_path):
+def jobs_planned_after(smoke_run, tmp_path, edit) -> list[tuple[str, str | None]]:
+    """The jobs a dry run plans on the finished smoke run once ``edit`` has changed the smoke config."""
     smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
-    smoke["models"]["tinylstm"]["train"]["learning_rate"] = 5.0e-3
+    edit(smoke)
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(smoke))
     command = [c if c != str(REPO / "configs" / "smoke.yaml") else str(changed)
                for c in snakemake_command(smoke_run, "results/summary.md", "--dry-run")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PATH": path_without_this_venv()})
-    jobs = planned_jobs(result)
+    return planned_jobs(result)
+
+
+def test_a_changed_hyper_parameter_reruns_that_model_and_the_summary_only(smoke_run, tmp_path):
+    jobs = jobs_planned_after(smoke_run, tmp_path,
+                              lambda smoke: smoke["models"]["tinylstm"]["train"].update(learning_rate=5.0e-3))
     assert ("train", "tinylstm") in jobs and ("summarize", None) in jobs
     assert {model for _, model in jobs if model} == {"tinylstm"}
     assert {rule for rule, _ in jobs} == {"train", "choose_threshold", "predict", "evaluate", "efficiency", "summarize"}
 
 
 def test_a_changed_held_out_recipe_rechooses_thresholds_without_retraining(smoke_run, tmp_path):
-    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
-    smoke["data"]["train_sets"]["lstm_small"]["holdout_negatives"] = {"share": 0.5, "kinds": {"negation": 1.0}}
-    changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(smoke))
-    command = [c if c != str(REPO / "configs" / "smoke.yaml") else str(changed)
-               for c in snakemake_command(smoke_run, "results/summary.md", "--dry-run")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PATH": path_without_this_venv()})
-    jobs = planned_jobs(result)
+    recipe = {"share": 0.5, "kinds": {"negation": 1.0}}
+    jobs = jobs_planned_after(smoke_run, tmp_path,
+                              lambda smoke: smoke["data"]["train_sets"]["lstm_small"].update(holdout_negatives=recipe))
     assert {rule for rule, _ in jobs} == {"prepare_holdout", "choose_threshold", "predict", "evaluate", "summarize"}
     assert {model for _, model in jobs if model} == {"tinylstm"}
 

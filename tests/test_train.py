@@ -38,26 +38,29 @@ class Interrupted(Exception):
     pass
 
 
+def _train_killed_at_checkpoint(features, settings, state_dir, monkeypatch, step: int) -> None:
+    """Train a fresh model that dies right after writing its resume checkpoint of ``step``."""
+    original_save = train_module._save_state
+
+    def save_then_die(state_dir, model, optimizer, scheduler, saved_step, **kwargs):
+        original_save(state_dir, model, optimizer, scheduler, saved_step, **kwargs)
+        if saved_step == step:
+            raise Interrupted
+
+    monkeypatch.setattr(train_module, "_save_state", save_then_die)
+    model, tokenizer = _fresh_model()
+    with pytest.raises(Interrupted):
+        train(model, features, _loss(model, tokenizer, features), settings, state_dir, progress=False)
+    monkeypatch.setattr(train_module, "_save_state", original_save)
+
+
 def test_interrupted_training_resumes_to_identical_weights(features, tmp_path, monkeypatch):
     model, tokenizer = _fresh_model()
     stats = train(model, features, _loss(model, tokenizer, features), SETTINGS, tmp_path / "straight", progress=False)
     reference = {k: v.clone() for k, v in model.state_dict().items()}
     assert stats["steps"] > 6
 
-    original_save = train_module._save_state
-    saves = []
-
-    def save_then_die(state_dir, model, optimizer, scheduler, step, **kwargs):
-        original_save(state_dir, model, optimizer, scheduler, step, **kwargs)
-        saves.append(step)
-        if len(saves) == 2:
-            raise Interrupted
-
-    monkeypatch.setattr(train_module, "_save_state", save_then_die)
-    model, tokenizer = _fresh_model()
-    with pytest.raises(Interrupted):
-        train(model, features, _loss(model, tokenizer, features), SETTINGS, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(train_module, "_save_state", original_save)
+    _train_killed_at_checkpoint(features, SETTINGS, tmp_path / "resumed", monkeypatch, step=2 * SETTINGS.save_every_steps)
 
     checkpoint = tmp_path / "resumed" / "checkpoint.pt"
     state = torch.load(checkpoint, weights_only=True)
@@ -210,18 +213,7 @@ def test_snapshots_keep_the_weights_of_their_step_and_survive_a_resume(features,
             assert torch.equal(tensor, weights_before_call[snapshot["step"]][name]), (snapshot["step"], name)
 
     # a run killed at its checkpoint of step 6 and resumed from it has every snapshot
-    original_save = train_module._save_state
-
-    def save_then_die(state_dir, model, optimizer, scheduler, step, **kwargs):
-        original_save(state_dir, model, optimizer, scheduler, step, **kwargs)
-        if step == 6:
-            raise Interrupted
-
-    monkeypatch.setattr(train_module, "_save_state", save_then_die)
-    model, tokenizer = _fresh_model()
-    with pytest.raises(Interrupted):
-        train(model, features, _loss(model, tokenizer, features), settings, tmp_path / "again", progress=False)
-    monkeypatch.setattr(train_module, "_save_state", original_save)
+    _train_killed_at_checkpoint(features, settings, tmp_path / "again", monkeypatch, step=6)
     model, tokenizer = _fresh_model()
     train(model, features, _loss(model, tokenizer, features), settings, tmp_path / "again", progress=False)
     again = train_module.snapshots(tmp_path / "again")

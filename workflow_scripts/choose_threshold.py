@@ -18,7 +18,7 @@ from qabench import cli, devices
 from qabench import threshold as abstain_threshold
 from qabench.data import read_examples
 from qabench.errors import run_cli
-from qabench.io import check_positive, stop_with_snakemake, write_json
+from qabench.io import stop_with_snakemake, write_json
 from qabench.predict import load_model, predict
 
 
@@ -27,14 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model directory, hub id or pip:package")
     parser.add_argument("--holdout", required=True, help="held-out questions (examples table or SQuAD file)")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--precision", choices=devices.PRECISIONS, default="fp32")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (int8 and qlora variants keep their own)")
+    cli.add_inference_options(parser, devices.PRECISIONS)
     args = parser.parse_args(argv)
     stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
-    check_positive("--batch-size", args.batch_size)
-    check_positive("--threads", args.threads)
+    cli.check_inference_options(args)
     cli.setup(args.threads)
     holdout = read_examples(args.holdout)
     if holdout:

@@ -29,15 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--questions", type=int, default=100, help="fixed seeded sample of the eval set")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--precision", choices=devices.PRECISIONS, default="fp32")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (int8 and qlora variants keep their own)")
+    cli.add_inference_options(parser, devices.PRECISIONS)
     parser.add_argument("--training", help="training.json of the checkpoint (training time and parameters)")
     args = parser.parse_args(argv)
     stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
-    for option in ("questions", "batch_size", "threads"):
-        check_positive(f"--{option.replace('_', '-')}", getattr(args, option))
+    check_positive("--questions", args.questions)
+    cli.check_inference_options(args)
     training = None
     if args.training and Path(args.training).is_file():
         training = read_json(args.training)

@@ -19,7 +19,7 @@ from qabench import cli, devices
 from qabench.curves import curve
 from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
-from qabench.io import check_positive, stop_with_snakemake, write_json
+from qabench.io import stop_with_snakemake, write_json
 
 
 def named_files(values: list[str]) -> dict[str, str]:
@@ -39,14 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval", action="append", default=[], metavar="NAME=FILE",
                         help="an eval set to score at each point too (costs a prediction of it per point)")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--precision", choices=devices.PRECISIONS, default="fp32")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--device", default="cpu")
+    cli.add_inference_options(parser, devices.PRECISIONS)
     args = parser.parse_args(argv)
     stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
-    check_positive("--batch-size", args.batch_size)
-    check_positive("--threads", args.threads)
+    cli.check_inference_options(args)
     cli.setup(args.threads)
     holdout = read_examples(args.holdout)
     if not holdout:

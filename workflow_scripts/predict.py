@@ -21,7 +21,7 @@ from qabench import cli, devices
 from qabench import threshold as abstain_threshold
 from qabench.data import read_examples
 from qabench.errors import run_cli
-from qabench.io import check_finite, check_fraction, check_positive, stop_with_snakemake, write_json
+from qabench.io import check_finite, check_fraction, stop_with_snakemake, write_json
 from qabench.predict import load_model, predict
 
 
@@ -42,22 +42,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model directory, hub id or pip:package")
     parser.add_argument("--data", required=True)
     parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--batch-size", type=int, default=64)
     rule = parser.add_mutually_exclusive_group()
     rule.add_argument("--threshold-file", help="JSON whose \"threshold\" to abstain by (choose_threshold's output)")
     rule.add_argument("--threshold", type=float, help="abstain when na_prob exceeds this (default 0)")
     rule.add_argument("--abstain-share", type=float, metavar="S",
                       help="abstain on this share (0-1) of the questions, those with the highest na_prob "
                            "(for a set whose share of unanswerable questions is known)")
-    parser.add_argument("--precision", choices=devices.PRECISIONS, default="fp32")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (int8 and qlora variants keep their own)")
+    cli.add_inference_options(parser, devices.PRECISIONS)
     args = parser.parse_args(argv)
     stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
     check_fraction("--abstain-share", args.abstain_share)
     check_finite("--threshold", args.threshold)
-    check_positive("--batch-size", args.batch_size)
-    check_positive("--threads", args.threads)
+    cli.check_inference_options(args)
     threshold, threshold_rule = decision(args)
     cli.setup(args.threads)
     examples = read_examples(args.data)

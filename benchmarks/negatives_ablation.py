@@ -21,16 +21,15 @@ from typing import Sequence
 
 import torch
 
-from qabench import metrics
+from qabench import finetune, metrics, models
 from qabench.data import load_squad
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
 from qabench.io import write_json
-from qabench.models import encoder
 from qabench.negatives import KINDS, add_negatives
-from qabench.predict import DEFAULT_SETTINGS, predict
+from qabench.predict import load_model, predict
 from qabench.prepare import prepare
 from qabench.threshold import choose as choose_threshold
-from qabench.train import TrainSettings, span_batch_loss, train
+from qabench.train import TrainSettings
 
 
 def recipes(share: float) -> dict[str, dict[str, float]]:
@@ -82,7 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev = load_squad(args.dev)
     dev = sorted(random.Random(args.seed).sample(dev, min(args.dev_questions, len(dev))), key=lambda e: e.id)
     window = {"max_length": 384, "stride": 128, "max_question_tokens": 64}
-    settings = {**DEFAULT_SETTINGS, **window, "family": "encoder"}
     chosen = recipes(args.negatives_share)
     if args.recipes:
         chosen = {name: chosen[name] for name in args.recipes}
@@ -96,12 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         holdout = add_negatives(holdout, every_kind, args.seed + 1)
         train_set = with_negative_shares(train_set, fractions, args.seed)
         holdout = with_negative_shares(holdout, fractions, args.seed + 1)
-        model, tokenizer, _ = encoder.build(args.checkpoint, args.seed)
-        features = tokenize_examples(train_set, tokenizer, WindowSpec(**window))
-        with tempfile.TemporaryDirectory() as state:
-            train(model, features, span_batch_loss(model, encoder.span_logits, features, tokenizer.pad_token_id),
-                  TrainSettings(epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
-                                precision=args.precision, seed=args.seed, save_every_steps=10**9), state)
+        with tempfile.TemporaryDirectory() as work:
+            family = models.family(models.DEFAULT_FAMILY)
+            features = family.make_features(train_set, family.load_tokenizer(args.checkpoint), WindowSpec(**window))
+            finetune.run(family=models.DEFAULT_FAMILY, checkpoint=args.checkpoint, options={}, features=features,
+                         window=window, train_settings=TrainSettings(
+                             epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
+                             precision=args.precision, seed=args.seed, save_every_steps=10**9),
+                         out_dir=f"{work}/model", state_dir=f"{work}/state",
+                         data_counts={"questions": len(train_set)})
+            model, tokenizer, settings = load_model(f"{work}/model")
         held = predict(model, tokenizer, holdout, settings)
         threshold = choose_threshold(holdout, held.best_answers(), held.na_probs)["threshold"]
         result = predict(model, tokenizer, dev, settings, threshold=threshold)

@@ -40,7 +40,8 @@ import transformers
 
 from qabench.batching import sorted_batches
 from qabench.data import load_squad
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
+from qabench.models.span import tokenize_examples
 from qabench.io import write_json
 from qabench.metrics import evaluate
 from qabench.predict import load_model, predict

@@ -10,7 +10,7 @@ from types import ModuleType
 import torch
 
 from qabench.errors import InputError
-from qabench.io import first_line
+from qabench.io import first_line, read_json
 
 PIP_PREFIX = "pip:"
 
@@ -94,3 +94,13 @@ def copy_input_embeddings(models: list, spec: str, vocab_size: int) -> None:
                                    f"{target.shape[1]} wide (set the width in random_init to {source.shape[1]})")
         with torch.no_grad():
             target[:vocab_size].copy_(source)
+
+
+def saved_model_type(model_dir: Path) -> str | None:
+    """The ``model_type`` of a Hugging Face ``config.json`` in ``model_dir`` (None: no such file or field)."""
+    config = Path(model_dir) / "config.json"
+    if not config.is_file():
+        return None
+    fields = read_json(config)
+    model_type = fields.get("model_type") if isinstance(fields, dict) else None
+    return model_type if isinstance(model_type, str) else None

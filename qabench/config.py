@@ -10,11 +10,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from qabench.compression import METHOD_FAMILIES
+from qabench import compression, models
 from qabench.errors import InputError
 from qabench.windows import WindowSpec
 from qabench.io import first_line
-from qabench.models import SPAN_FAMILIES
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -113,6 +112,25 @@ def _check_sources(config: dict, source: str) -> None:
             raise InputError(source, f"data.sources.{name}: needs a `url` (with `sha256`) or a `path`")
 
 
+def schema() -> dict:
+    """The config schema with its family and method lists taken from the registries: each family's
+    ``options`` checked by definitions/family_options_FAMILY, each method's by method_options_METHOD
+    (a registered family without a definition there gets its options checked when its jobs run)."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    definitions = schema["definitions"]
+    model = schema["properties"]["models"]["additionalProperties"]
+    model["properties"]["family"]["enum"] = list(models.FAMILIES)
+    model["allOf"] = [{"if": {"properties": {"family": {"const": name}}, "required": ["family"]},
+                       "then": {"properties": {"options": {"$ref": f"#/definitions/family_options_{name}"}}}}
+                      for name in models.FAMILIES if f"family_options_{name}" in definitions]
+    variant = schema["properties"]["compression"]["additionalProperties"]
+    variant["properties"]["method"]["enum"] = list(compression.METHODS)
+    variant["allOf"] = [{"if": {"properties": {"method": {"const": name}}, "required": ["method"]},
+                         "then": {"$ref": f"#/definitions/method_options_{name}"}}
+                        for name in compression.METHODS if f"method_options_{name}" in definitions]
+    return schema
+
+
 def validate(config: dict, source: str = "config", base_dir: str | Path | None = None) -> dict:
     """Check ``config`` against the schema and its cross-references; fill defaults; return it.
 
@@ -120,8 +138,7 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
     """
     _check_sources(config, source)
     _fill_methods(config, source)
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    validator = _with_defaults(jsonschema.Draft7Validator)(schema)
+    validator = _with_defaults(jsonschema.Draft7Validator)(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: len(list(e.absolute_path)))
     if errors:
         raise InputError(source, _explain(errors[0], config))
@@ -203,38 +220,38 @@ def train_set(config: dict, name: str) -> dict:
 def _fill_methods(config: dict, source: str) -> None:
     """A variant's ``method`` defaults to its name; filled in before the schema, which picks the
     method's options by it."""
-    compression = config.get("compression") if isinstance(config, dict) else None
-    if not isinstance(compression, dict):
+    variants = config.get("compression") if isinstance(config, dict) else None
+    if not isinstance(variants, dict):
         return
-    for name, options in compression.items():
+    for name, options in variants.items():
         _check_name("compression", name, source)
         if isinstance(options, dict) and "method" not in options:
-            if name not in METHOD_FAMILIES:
-                raise InputError(source, f"compression.{name}: give `method` (one of {', '.join(METHOD_FAMILIES)})")
+            if name not in compression.METHODS:
+                raise InputError(source, f"compression.{name}: give `method` (one of {', '.join(compression.METHODS)})")
             options["method"] = name
 
 
 def _check_variants(config: dict, source: str) -> None:
     """Every variant a model asks for is configured, applies to its family (with its options), and has a
     usable name. The options themselves were checked by the schema."""
-    compression = config["compression"]
+    variants = config["compression"]
     for model, spec in config["models"].items():
         family = spec["family"]
         for variant in spec["variants"]:
-            if variant not in compression:
+            if variant not in variants:
                 raise InputError(source, f"models.{model}.variants: '{variant}' is not configured under compression")
-            options = compression[variant]
+            options = variants[variant]
             method = options["method"]
-            if family not in METHOD_FAMILIES[method]:
+            if not compression.applies(method, family):
                 raise InputError(source, f"models.{model}.variants: {method} does not apply to the {family} "
-                                         f"family (it applies to {', '.join(METHOD_FAMILIES[method])})")
+                                         f"family (it applies to {', '.join(compression.families(method))})")
             # the same refusals as qabench/compression/int8.py's make and qlora.py's resolve_options
-            if method == "int8" and options.get("backend") == "inductor" and family != "encoder":
+            able = models.capabilities(family)
+            if method == "int8" and options.get("backend") == "inductor" and "export" not in able:
                 raise InputError(source, f"models.{model}.variants: {variant}: the inductor int8 backend exports "
                                          f"encoders only, not the {family} family (use the dynamic backend)")
-            if method == "qlora" and str(options.get("device", "cpu")).startswith("cuda") \
-                    and family not in SPAN_FAMILIES:
-                on_cuda = [f for f in METHOD_FAMILIES[method] if f in SPAN_FAMILIES]
+            if method == "qlora" and str(options.get("device", "cpu")).startswith("cuda") and "spans" not in able:
+                on_cuda = [f for f in compression.families(method) if "spans" in models.capabilities(f)]
                 raise InputError(source, f"models.{model}.variants: {variant}: qlora on cuda applies to the "
                                          f"{', '.join(on_cuda)} families only, not {family}")
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import transformers
 
+from qabench import models
 from qabench.data import Example
 from qabench.predict import predict
 
@@ -34,11 +35,7 @@ def describe_machine(threads: int, device: str = "cpu") -> dict:
 def implementation(model, settings: dict) -> str | None:
     """Which code path runs the model where a family has more than one (Mamba: CUDA kernels or the
     pure-PyTorch scan), so the summary can say; None where there is only one."""
-    if settings.get("family") == "mamba":
-        from qabench.models import mamba
-
-        return mamba.kernel_path(model)
-    return None
+    return models.family(settings["family"]).implementation(model)
 
 
 def disk_size_mb(model_dir: str | Path) -> float:

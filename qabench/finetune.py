@@ -14,14 +14,6 @@ from qabench.io import atomic_dir, write_json
 from qabench.predict import DEFAULT_SETTINGS, SETTINGS_FILE
 
 
-def span_or_family_loss(family: str, model, tokenizer, features):
-    """The training loss of ``model`` on feature rows: span cross-entropy, or the family's own (t5)."""
-    model_family = models.family(family)
-    if family in models.SPAN_FAMILIES:
-        return train.span_batch_loss(model, model_family.span_logits, features, tokenizer.pad_token_id)
-    return model_family.batch_loss(model, tokenizer, features)
-
-
 def save_model_dir(out_dir: str | Path, save: Callable[[Path], None], settings: dict, record: dict,
                    state_dir: str | Path | None = None) -> None:
     """Write a model directory atomically: weights (``save``), qabench.json settings, training.json record."""
@@ -42,8 +34,7 @@ def run(*, family: str, checkpoint: str | dict, options: dict, features, window:
     model, tokenizer, origin = model_family.build(checkpoint, train_settings.seed, options)
     counts = parameter_counts(model)
     devices.move(model, device)
-    stats = train.train(model, features, span_or_family_loss(family, model, tokenizer, features), train_settings,
-                        state_dir)
+    stats = train.train(model, features, model_family.batch_loss(model, tokenizer, features), train_settings, state_dir)
     if train.process_rank()[0] > 0:
         return None
     settings = {**DEFAULT_SETTINGS, **window, "family": family, "variant": "base", "origin": origin,

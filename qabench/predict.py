@@ -7,17 +7,14 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from qabench import checkpoints, compression, devices, models, postprocess
-from qabench.batching import pad_batch, sorted_batches
 from qabench.data import Example
 from qabench.errors import InputError
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
 from qabench.io import first_line, read_json
 from qabench.postprocess import PredictionResult
-from qabench.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +23,6 @@ DEFAULT_SETTINGS = {"max_length": 384, "stride": 128, "max_question_tokens": 64,
                     "max_answer_tokens": 30, "n_best": 20}
 
 
-# files that say which family a saved directory holds (config.json's model_type says t5 or encoder)
-FAMILY_MARKERS = {"lstm_config.json": "lstm", "mamba.json": "mamba"}
-T5_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5")
-NOT_ENCODER_MODEL_TYPES = (*T5_MODEL_TYPES, "mamba", "mamba2")
 POSITIVE_INT_SETTINGS = ("max_length", "max_question_tokens", "n_best", "max_answer_tokens")
 
 
@@ -53,23 +46,16 @@ def _check_settings(settings: dict, path: Path) -> None:
 
 def saved_family(model_dir: Path) -> str | None:
     """The family the files of ``model_dir`` hold, where they say (None: they do not, e.g. onnx or qlora)."""
-    for marker, family in FAMILY_MARKERS.items():
-        if (model_dir / marker).is_file():
-            return family
-    config = model_dir / "config.json"
-    if config.is_file():
-        fields = read_json(config)
-        model_type = fields.get("model_type") if isinstance(fields, dict) else None
-        if isinstance(model_type, str):
-            return "t5" if model_type in T5_MODEL_TYPES else (None if model_type in NOT_ENCODER_MODEL_TYPES
-                                                               else "encoder")
+    for name in models.FAMILIES:
+        if models.family(name).recognizes(model_dir):
+            return name
     return None
 
 
 def read_settings(model: str | Path) -> dict:
     """Window and decision settings saved with a checkpoint (defaults for foreign checkpoints), checked:
     a damaged or contradictory qabench.json, or an empty directory, is one InputError."""
-    settings = {**DEFAULT_SETTINGS, "family": "encoder", "options": {}}
+    settings = {**DEFAULT_SETTINGS, "family": models.DEFAULT_FAMILY, "options": {}}
     root = Path(checkpoints.resolve(str(model)))
     path = root / SETTINGS_FILE
     if root.is_dir() and not path.is_file():
@@ -91,17 +77,6 @@ def read_settings(model: str | Path) -> dict:
             raise InputError(path, f"says family {settings['family']!r}, but the weights in {root} are "
                                    f"a{'n' if found[0] in 'aeiou' else ''} {found} model")
     return settings
-
-
-def position_limit(config) -> int | None:
-    """How many tokens an encoder with this (Hugging Face) config takes: its position table's size
-    (RoBERTa-style tables start after the padding index), or None when it has no such limit."""
-    limit = getattr(config, "max_position_embeddings", None)
-    if not isinstance(limit, int) or getattr(config, "position_embedding_type", "absolute") != "absolute":
-        return None
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "data2vec-text", "longformer"):
-        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
-    return limit
 
 
 def fit_window(settings: dict, limit: int | None, model: str | Path, saved: bool) -> dict:
@@ -158,10 +133,9 @@ def load_model(model: str | Path, device: str = "cpu"):
             raise
         raise InputError(model, f"cannot load this {settings['family']} {settings.get('variant', 'base')} model "
                                 f"({type(err).__name__}: {first_line(err)})") from None
-    if settings["family"] == "encoder":
-        saved = (Path(checkpoints.resolve(str(model))) / SETTINGS_FILE).is_file()
-        settings = fit_window(settings, position_limit(getattr(loaded, "config", None)), model, saved)
-    if settings.get("variant", "base") != "base" and compression.method(settings["variant"]).KEEPS_ITS_DEVICE:
+    saved = (Path(checkpoints.resolve(str(model))) / SETTINGS_FILE).is_file()
+    settings = fit_window(settings, models.family(settings["family"]).position_limit(loaded), model, saved)
+    if settings.get("variant", "base") != "base" and compression.keeps_its_device(settings["variant"]):
         return loaded, tokenizer, settings
     devices.move(loaded, device)
     return loaded, tokenizer, settings
@@ -188,61 +162,21 @@ def _load(model: str | Path, settings: dict):
     return models.family(settings["family"]).load(str(model))
 
 
-def window_logits(model, span_logits, features, pad_id: int, batch_size: int, precision: str = "fp32",
-                  progress: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Start/end logits (float32, unpadded) for every feature row, in row order."""
-    lengths = features["input_ids"].map(len).to_numpy()
-    ids = features["input_ids"].tolist()
-    types = features["token_type_ids"].tolist()
-    out: list = [None] * len(features)
-    device_type = devices.model_device(model).type
-    autocast = devices.autocast(device_type, devices.resolve_precision(precision, device_type))
-    model.eval()
-    with torch.inference_mode(), autocast:
-        for batch in progress_bar(sorted_batches(lengths, batch_size), desc="predict", unit="batch",
-                                  disable=not progress):
-            inputs = pad_batch([ids[i] for i in batch], [types[i] for i in batch], pad_id)
-            start, end = span_logits(model, inputs)
-            start, end = start.float().numpy(), end.float().numpy()
-            for row, i in enumerate(batch):
-                out[i] = (start[row, : lengths[i]], end[row, : lengths[i]])
-    return out
-
-
 def predict(model, tokenizer, examples: list[Example], settings: dict, batch_size: int = 64,
             threshold: float = 0.0, precision: str = "fp32", progress: bool = True,
             abstain_share: float | None = None) -> PredictionResult:
-    """Tokenize into windows, run the model length-sorted, and pick the best answer per question.
+    """Window the questions, run the model, and pick the best answer per question.
 
     A question is abstained on ("") when its na_prob exceeds ``threshold`` (see qabench.threshold);
     with ``abstain_share`` the threshold is the one that abstains on that share of ``examples``.
     """
-    model_family = models.family(settings.get("family", "encoder"))
-    if hasattr(model_family, "span_logits"):
-        result = _predict_spans(model, model_family, tokenizer, examples, settings, batch_size, threshold, precision,
-                                progress)
-    else:
-        result = model_family.predict(model, tokenizer, examples, settings, batch_size=batch_size,
-                                      threshold=threshold, precision=precision, progress=progress)
-    if abstain_share is None:
-        return result
-    share_threshold = postprocess.threshold_for_abstain_share(result.na_probs.values(), abstain_share)
-    return PredictionResult.from_answers(result.answers, share_threshold, result.stats)
-
-
-def _predict_spans(model, model_family, tokenizer, examples: list[Example], settings: dict, batch_size: int,
-                   threshold: float, precision: str, progress: bool) -> PredictionResult:
-    spec = WindowSpec(settings["max_length"], settings["stride"], settings["max_question_tokens"])
-    t0 = time.perf_counter()
-    features = tokenize_examples(examples, tokenizer, spec)
-    t1 = time.perf_counter()
-    logits = window_logits(model, model_family.span_logits, features, tokenizer.pad_token_id, batch_size, precision, progress)
-    t2 = time.perf_counter()
-    candidates = ((row.example_index, postprocess.window_candidate(
-        examples[row.example_index].context, start, end, row.offset_start, row.offset_end, settings["n_best"],
-        settings["max_answer_tokens"])) for row, (start, end) in zip(features.itertuples(index=False), logits))
-    answers = postprocess.answer_questions([example.id for example in examples], candidates)
-    t3 = time.perf_counter()
-    stats = postprocess.run_stats(len(examples), len(features), int(features["input_ids"].map(len).sum()),
-                                  (t0, t1, t2, t3), batch_size, precision, torch.get_num_threads())
+    started = time.perf_counter()
+    scores = models.family(settings["family"]).score_windows(model, tokenizer, examples, settings, batch_size,
+                                                             precision, progress)
+    answers = postprocess.answer_questions([example.id for example in examples], scores.candidates)
+    stats = postprocess.run_stats(len(examples), scores.windows, scores.tokens,
+                                  (started, scores.windowed_at, scores.scored_at, time.perf_counter()), batch_size,
+                                  precision, torch.get_num_threads())
+    if abstain_share is not None:
+        threshold = postprocess.threshold_for_abstain_share([a.na_prob for a in answers.values()], abstain_share)
     return PredictionResult.from_answers(answers, threshold, stats)

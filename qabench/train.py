@@ -74,42 +74,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def span_loss(start_logits, end_logits, start_positions, end_positions, attention_mask=None) -> torch.Tensor:
-    """Mean of the start and end cross-entropies; padding (``attention_mask`` 0) gets no probability,
-    so how wide a batch is padded does not change its loss."""
-    start_logits, end_logits = start_logits.float(), end_logits.float()
-    if attention_mask is not None:
-        padding = attention_mask.to(start_logits.device) == 0
-        start_logits = start_logits.masked_fill(padding, float("-inf"))
-        end_logits = end_logits.masked_fill(padding, float("-inf"))
-    loss = torch.nn.functional.cross_entropy
-    return (loss(start_logits, start_positions) + loss(end_logits, end_positions)) / 2
-
-
-def span_batch_loss(model, span_logits, features, pad_id: int):
-    """The loss of a span family's ``model`` on some feature rows, and how many real tokens it saw.
-
-    ``batch_loss(rows, batch)`` gives the rows' share of the loss on ``batch`` instead (see ``train``):
-    the loss is a mean over windows, so the share is weighted by the rows' fraction of the windows.
-    Rows are padded to ``batching.training_width`` of the whole batch.
-    """
-    ids = features["input_ids"].tolist()
-    types = features["token_type_ids"].tolist()
-    starts = torch.tensor(features["start_position"].to_numpy(), dtype=torch.long)
-    ends = torch.tensor(features["end_position"].to_numpy(), dtype=torch.long)
-    longest = max(len(x) for x in ids)
-
-    def batch_loss(rows: np.ndarray, batch: np.ndarray | None = None) -> tuple[torch.Tensor, int]:
-        width = training_width((len(ids[i]) for i in (rows if batch is None else batch)), longest)
-        inputs = pad_batch([ids[i] for i in rows], [types[i] for i in rows], pad_id, width)
-        start_logits, end_logits = span_logits(model, inputs)
-        loss = span_loss(start_logits, end_logits, starts[rows], ends[rows], inputs["attention_mask"])
-        if batch is not None:
-            loss = loss * (len(rows) / len(batch))
-        return loss, int(inputs["attention_mask"].sum())
-    return batch_loss
-
-
 def process_rank() -> tuple[int, int]:
     """This process's rank and the number of training processes: (0, 1) unless torch.distributed is up."""
     if dist.is_available() and dist.is_initialized():

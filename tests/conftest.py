@@ -38,7 +38,8 @@ def trained_encoder(tokenizer, tmp_path_factory):
     """(base model directory, TrainingData it was trained on with its held-out questions)."""
     from qabench import compression, finetune
     from qabench.data import load_squad
-    from qabench.features import WindowSpec, tokenize_examples
+    from qabench.windows import WindowSpec
+    from qabench.models.span import tokenize_examples
     from qabench.train import TrainSettings
 
     root = tmp_path_factory.mktemp("trained-encoder")

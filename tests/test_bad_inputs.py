@@ -78,7 +78,8 @@ def ws(trained_encoder, tmp_path_factory, tokenizer):
     its manifest, the trained tiny encoder, predictions, metrics, a summary row."""
     from qabench import metrics
     from qabench.data import examples_to_frame, load_squad
-    from qabench.features import WindowSpec, tokenize_examples
+    from qabench.windows import WindowSpec
+    from qabench.models.span import tokenize_examples
     from qabench.io import write_json, write_parquet
     from qabench.predict import load_model, predict
 
@@ -154,8 +155,8 @@ def short_position_checkpoint(target: Path, positions: int = 32) -> Path:
     from qabench.models import encoder
 
     spec = {**TRAINED_SPEC, "random_init": {**TRAINED_SPEC["random_init"], "max_position_embeddings": positions}}
-    model, tokenizer, _ = encoder.build(spec, 0)
-    encoder.save(model, tokenizer, target)
+    model, tokenizer, _ = encoder.FAMILY.build(spec, 0)
+    encoder.FAMILY.save(model, tokenizer, target)
     return target
 
 

@@ -37,7 +37,7 @@ def random_init(family, width: int, embeddings: str) -> dict:
 def test_word_embeddings_copied_from_checkpoint(family, source):
     path, vectors = source
     module = {"encoder": encoder, "t5": t5, "mamba": mamba}[family]
-    model, _, origin = module.build(random_init(family, WIDTH, path), seed=0)
+    model, _, origin = module.FAMILY.build(random_init(family, WIDTH, path), seed=0)
     backbones = [model] if family != "mamba" else [model.forward_backbone]
     for backbone in backbones:
         copied = backbone.get_input_embeddings().weight[: len(vectors)]
@@ -47,7 +47,7 @@ def test_word_embeddings_copied_from_checkpoint(family, source):
 
 def test_both_mamba_directions_get_the_embeddings(source):
     path, vectors = source
-    model, _, _ = mamba.build(random_init("mamba", WIDTH, path), seed=0, options={"bidirectional": True})
+    model, _, _ = mamba.FAMILY.build(random_init("mamba", WIDTH, path), seed=0, options={"bidirectional": True})
     assert torch.equal(model.backward_backbone.get_input_embeddings().weight[: len(vectors)], vectors)
 
 
@@ -55,7 +55,7 @@ def test_without_embeddings_the_init_is_random(source):
     path, vectors = source
     spec = random_init("t5", WIDTH, path)
     del spec["embeddings"]
-    model, _, origin = t5.build(spec, seed=0)
+    model, _, origin = t5.FAMILY.build(spec, seed=0)
     assert not torch.equal(model.get_input_embeddings().weight[: len(vectors)], vectors)
     assert "embeddings" not in origin
 
@@ -63,4 +63,4 @@ def test_without_embeddings_the_init_is_random(source):
 def test_width_mismatch_is_a_clear_error(source):
     path, _ = source
     with pytest.raises(InputError, match=f"{WIDTH}-d but the model is 48 wide"):
-        mamba.build(random_init("mamba", 48, path), seed=0)
+        mamba.FAMILY.build(random_init("mamba", 48, path), seed=0)

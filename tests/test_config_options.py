@@ -20,7 +20,7 @@ from qabench.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "smoke.yaml"
-SCHEMA = yaml.safe_load(config.SCHEMA_PATH.read_text())
+SCHEMA = config.schema()  # the file's schema with the registries' family and method lists
 MODEL_ENTRY = SCHEMA["properties"]["models"]["additionalProperties"]
 VARIANT_ENTRY = SCHEMA["properties"]["compression"]["additionalProperties"]
 
@@ -48,7 +48,7 @@ METHOD_SCHEMAS = _branches(VARIANT_ENTRY, "method")
 
 
 def family_defaults(name: str) -> dict:
-    return getattr(models.family(name), "DEFAULT_OPTIONS", {})  # encoder: none
+    return models.family(name).default_options
 
 
 def method_defaults(name: str) -> dict:
@@ -61,8 +61,7 @@ def method_defaults(name: str) -> dict:
 def module_resolve(kind: str, name: str, options: dict) -> dict:
     """What the job does with the options first (raises InputError on a bad one)."""
     if kind == "family":
-        module = models.family(name)
-        return module._options(options) if name == "mamba" else module.resolve_options(options)
+        return models.family(name).resolve_options(options)
     module = compression.method(name)
     if name == "distilled":
         return module.resolve_options(options, None)

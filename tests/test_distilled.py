@@ -13,7 +13,8 @@ from qabench.batching import pad_batch
 from qabench.compression import TrainingData, distilled
 from qabench.data import load_squad
 from qabench.errors import InputError
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
+from qabench.models.span import tokenize_examples
 from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, load_model, predict
 from qabench.train import TrainSettings, train
@@ -34,7 +35,7 @@ def features(examples, tokenizer):
 
 @pytest.fixture
 def teacher():
-    model, _, _ = encoder.build(TEACHER, seed=5)
+    model, _, _ = encoder.FAMILY.build(TEACHER, seed=5)
     return model.eval()
 
 
@@ -99,7 +100,7 @@ def test_kd_loss_matches_the_formula():
 def test_batch_loss_is_zero_when_student_equals_teacher_at_alpha_one(teacher, features, tokenizer):
     student = copy.deepcopy(teacher).eval()
     rows = torch.arange(8).numpy()
-    loss, tokens = distilled.distill_batch_loss(student, teacher, encoder.span_logits, features,
+    loss, tokens = distilled.distill_batch_loss(student, teacher, encoder.FAMILY.span_logits, features,
                                                 tokenizer.pad_token_id, alpha=1.0, temperature=2.0)(rows)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
     assert tokens == int(_batch(features, tokenizer)["attention_mask"].sum())
@@ -111,7 +112,7 @@ def test_alpha_zero_never_runs_the_teacher(teacher, features, tokenizer):
 
     def spy(model, inputs):
         called_with.append("teacher" if model is teacher else "student")
-        return encoder.span_logits(model, inputs)
+        return encoder.FAMILY.span_logits(model, inputs)
 
     rows = torch.arange(8).numpy()
     for alpha in (0.0, 0.5):
@@ -128,7 +129,7 @@ def test_training_lowers_the_loss_and_leaves_the_teacher_alone(teacher, features
     student = distilled.student_from_teacher(teacher, [0, 2])
     settings = TrainSettings(epochs=4, batch_size=8, learning_rate=2e-3, save_every_steps=1000, log_every_steps=1,
                              seed=3)
-    loss = distilled.distill_batch_loss(student, teacher, encoder.span_logits, features, tokenizer.pad_token_id,
+    loss = distilled.distill_batch_loss(student, teacher, encoder.FAMILY.span_logits, features, tokenizer.pad_token_id,
                                         alpha=0.5, temperature=2.0)
     train(student, features, loss, settings, tmp_path, progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "loss.jsonl").read_text().splitlines()]
@@ -140,12 +141,12 @@ def test_training_lowers_the_loss_and_leaves_the_teacher_alone(teacher, features
 
 def test_make_writes_a_variant_that_loads_with_identical_logits(examples, features, tokenizer, tmp_path,
                                                                  monkeypatch):
-    base_model, base_tokenizer, _ = encoder.build(TEACHER, seed=5)
+    base_model, base_tokenizer, _ = encoder.FAMILY.build(TEACHER, seed=5)
     base = tmp_path / "base"
     base_settings = {**DEFAULT_SETTINGS, "max_length": SPEC.max_length, "stride": SPEC.stride,
                      "max_question_tokens": SPEC.max_question_tokens, "family": "encoder", "variant": "base",
                      "checkpoint": TEACHER, "options": {}}
-    finetune.save_model_dir(base, lambda d: encoder.save(base_model, base_tokenizer, d), base_settings, {})
+    finetune.save_model_dir(base, lambda d: encoder.FAMILY.save(base_model, base_tokenizer, d), base_settings, {})
 
     trained, initial = [], []
 
@@ -174,7 +175,7 @@ def test_make_writes_a_variant_that_loads_with_identical_logits(examples, featur
     batch = _batch(features, tokenizer)
     student = trained[0].eval()
     with torch.no_grad():
-        for mine, theirs in zip(encoder.span_logits(student, batch), encoder.span_logits(model, batch)):
+        for mine, theirs in zip(encoder.FAMILY.span_logits(student, batch), encoder.FAMILY.span_logits(model, batch)):
             assert torch.equal(mine, theirs)
     result = predict(model, loaded_tokenizer, holdout, loaded_settings, batch_size=8, progress=False)
     assert set(result.predictions) == {e.id for e in holdout}

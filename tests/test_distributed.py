@@ -19,9 +19,11 @@ from qabench import train as train_module
 from qabench.batching import pad_batch
 from qabench.data import load_squad
 from qabench.errors import InputError
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
+from qabench.models.span import tokenize_examples
 from qabench.models import encoder, t5
-from qabench.train import TrainSettings, join_processes, span_batch_loss, train
+from qabench.models.span import span_batch_loss
+from qabench.train import TrainSettings, join_processes, train
 
 # no dropout: each process draws its own dropout masks, so only a deterministic model can match exactly
 MODEL = {**TINY_MODEL, "random_init": {**TINY_MODEL["random_init"], "hidden_dropout_prob": 0.0,
@@ -39,9 +41,9 @@ def _features(tokenizer):
 
 
 def _train(state_dir) -> dict:
-    model, tokenizer, _ = encoder.build(MODEL, seed=SETTINGS.seed)
+    model, tokenizer, _ = encoder.FAMILY.build(MODEL, seed=SETTINGS.seed)
     features = _features(tokenizer)
-    batch_loss = span_batch_loss(model, encoder.span_logits, features, tokenizer.pad_token_id)
+    batch_loss = span_batch_loss(model, encoder.FAMILY.span_logits, features, tokenizer.pad_token_id)
     stats = train(model, features, batch_loss, SETTINGS, state_dir, progress=False)
     return {"weights": {k: v.clone() for k, v in model.state_dict().items()}, "stats": stats}
 
@@ -113,12 +115,12 @@ SHIFT_ONLY = {"qa_outputs.bias", "bert.encoder.layer.0.attention.self.key.bias",
 
 
 def _span_probabilities(weights: dict, features, tokenizer) -> torch.Tensor:
-    model, _, _ = encoder.build(MODEL, seed=SETTINGS.seed)
+    model, _, _ = encoder.FAMILY.build(MODEL, seed=SETTINGS.seed)
     model.load_state_dict(weights)
     model.eval()
     inputs = pad_batch(features["input_ids"].tolist(), features["token_type_ids"].tolist(), tokenizer.pad_token_id)
     with torch.no_grad():
-        return torch.stack([logits.softmax(-1) for logits in encoder.span_logits(model, inputs)])
+        return torch.stack([logits.softmax(-1) for logits in encoder.FAMILY.span_logits(model, inputs)])
 
 
 def test_two_processes_end_with_the_weights_of_one(two_processes, tmp_path, tokenizer):
@@ -130,7 +132,7 @@ def test_two_processes_end_with_the_weights_of_one(two_processes, tmp_path, toke
     worst = max((two[k] - v).abs().max().item() for k, v in one["weights"].items() if k not in SHIFT_ONLY)
     print(f"largest weight difference, 1 vs 2 processes, {one['stats']['steps']} steps: {worst:.2e}")
     assert worst < 1e-5
-    initial = encoder.build(MODEL, seed=SETTINGS.seed)[0].state_dict()
+    initial = encoder.FAMILY.build(MODEL, seed=SETTINGS.seed)[0].state_dict()
     assert max((v - initial[k]).abs().max().item() for k, v in one["weights"].items()) > 1e-2
     for name, tensor in two.items():  # the ranks stay in step
         assert torch.equal(tensor, ranks[1]["weights"][name]), name
@@ -172,13 +174,13 @@ def test_shares_of_a_batch_sum_to_its_loss_and_gradient(family):
     """What each process computes: span losses average over windows, t5's over target tokens."""
     examples = load_squad(TINY_TRAIN)[:6]
     if family == "encoder":
-        model, tokenizer, _ = encoder.build(MODEL, seed=1)
+        model, tokenizer, _ = encoder.FAMILY.build(MODEL, seed=1)
         features = tokenize_examples(examples, tokenizer, WindowSpec(64, 16, 24))
-        batch_loss = span_batch_loss(model, encoder.span_logits, features, tokenizer.pad_token_id)
+        batch_loss = span_batch_loss(model, encoder.FAMILY.span_logits, features, tokenizer.pad_token_id)
     else:
-        model, tokenizer, _ = t5.build(TINY_T5, 1, {})
-        features = t5.make_features(examples, tokenizer, WindowSpec(64, 16, 24))
-        batch_loss = t5.batch_loss(model, tokenizer, features)
+        model, tokenizer, _ = t5.FAMILY.build(TINY_T5, 1, {})
+        features = t5.FAMILY.make_features(examples, tokenizer, WindowSpec(64, 16, 24))
+        batch_loss = t5.FAMILY.batch_loss(model, tokenizer, features)
     lengths = features["input_ids"].map(len).to_numpy()
     order = np.argsort(lengths, kind="stable")
     batch = order[np.linspace(0, len(order) - 1, 7).astype(int)]  # lengths from shortest to longest, an odd count

@@ -166,7 +166,9 @@ class _Imports(ast.NodeVisitor):
         self.scopes = [None]  # None: module level
         self.internal: dict[str | None, set[str]] = {}
         self.external: dict[str | None, set[str]] = {}
-        self.dynamic: dict[str | None, set[str]] = {}  # packages whose submodules importlib picks by name
+        self.dynamic: dict[str | None, set[str]] = {}  # packages whose submodules importlib picks by name,
+        # or the modules a registry names (``Registration("qabench.models.encoder", ...)``) that it picks from
+        self.registered: set[str] = set()
         self.names: dict[str | None, set[str]] = {}  # names and attributes used, per scope
 
     def _add(self, module: str):
@@ -200,10 +202,15 @@ class _Imports(ast.NodeVisitor):
 
     def visit_Call(self, node):
         first = node.args[0] if node.args else None
-        if (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"
-                and isinstance(first, ast.JoinedStr) and isinstance(first.values[0], ast.Constant)
-                and first.values[0].value.startswith("qabench.")):
-            self.dynamic.setdefault(self.scopes[-1], set()).add(first.values[0].value.rstrip("."))
+        if isinstance(node.func, ast.Name) and node.func.id == "Registration" and isinstance(first, ast.Constant) \
+                and str(first.value).startswith("qabench."):
+            self.registered.add(first.value)
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "import_module":
+            if isinstance(first, ast.JoinedStr) and isinstance(first.values[0], ast.Constant) \
+                    and first.values[0].value.startswith("qabench."):
+                self.dynamic.setdefault(self.scopes[-1], set()).add(first.values[0].value.rstrip("."))
+            else:  # a module a registry names (registered above the function that imports it)
+                self.dynamic.setdefault(self.scopes[-1], set()).update(self.registered)
         self.generic_visit(node)
 
     def visit_Name(self, node):
@@ -230,8 +237,9 @@ def third_party_imports(script: str, loads_compression: bool) -> set[str]:
     """Top-level names of the packages that ``workflow_scripts.script`` can import.
 
     A module counts once imported, with its parent packages; an import inside a function counts when a
-    reached module uses the function's name outside that function. ``importlib.import_module(f"qabench.models.{name}")``
-    reaches every family; the compression methods are only reached by jobs on a compressed variant.
+    reached module uses the function's name outside that function. ``importlib.import_module`` of a module a
+    registry names (``qabench.models.FAMILIES``) reaches every registered family; the compression methods are
+    only reached by jobs on a compressed variant.
     """
     reached, external = set(), set()
     todo = [f"workflow_scripts.{script}"]
@@ -256,8 +264,10 @@ def third_party_imports(script: str, loads_compression: bool) -> set[str]:
                 todo += info.internal.get(scope, ())
                 external |= info.external.get(scope, set())
                 for package in info.dynamic.get(scope, ()):
-                    if package != "qabench.compression" or loads_compression:
-                        todo += submodules(package)
+                    if package.startswith("qabench.compression") and not loads_compression:
+                        continue
+                    is_package = module_path(package) is not None and module_path(package).name == "__init__.py"
+                    todo += submodules(package) if is_package else [package]
         todo = [m for m in todo if m not in reached]
         if not todo:
             return external

@@ -10,9 +10,9 @@ import pytest
 
 from qabench.data import Example, load_squad
 from qabench.errors import InputError
-from qabench.features import (
-    FEATURE_COLUMNS, NOT_CONTEXT, WindowSpec, shard_bounds, tokenize_examples, truncate_questions,
-)
+from qabench.windows import NOT_CONTEXT, WindowSpec, truncate_questions
+from qabench.models.span import FEATURE_COLUMNS, tokenize_examples
+from qabench.features import shard_bounds
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_TINY = REPO / "tests" / "data" / "train-tiny.json"
@@ -285,7 +285,7 @@ def test_sharded_tokenization_equals_whole(tok, tiny_train, tiny_train_features)
 
 def test_windows_that_stop_before_the_context_ends_are_refused(tok):
     # tokenizers 0.23.2 cut some overflowing windows short and dropped the rest of the context
-    from qabench.features import _check_context_covered
+    from qabench.models.span import _check_context_covered
 
     context = " ".join(f"word{i} sits here." for i in range(150))
     example = Example(id="q-long", title="t", paragraph_id=0, context=context, question="Which word sits here?",

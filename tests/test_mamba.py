@@ -14,7 +14,8 @@ from conftest import TINY_TRAIN
 from qabench.batching import pad_batch
 from qabench.data import load_squad
 from qabench.errors import InputError
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
+from qabench.models.span import tokenize_examples
 from qabench.models import MASKED_LOGIT, mamba
 from qabench.models.sequences import reversal_order, reverse_padded
 
@@ -33,7 +34,7 @@ def windows(tokenizer):
 
 @pytest.fixture(scope="module")
 def models():
-    return {bi: mamba.build(TINY_MAMBA, seed=0, options={"bidirectional": bi}) for bi in (False, True)}
+    return {bi: mamba.FAMILY.build(TINY_MAMBA, seed=0, options={"bidirectional": bi}) for bi in (False, True)}
 
 
 def batch_of(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -44,7 +45,7 @@ def batch_of(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]
 def logits(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     with torch.no_grad():
-        return mamba.span_logits(model, batch)
+        return mamba.FAMILY.span_logits(model, batch)
 
 
 def sample_ids(tokenizer) -> list[int]:
@@ -123,7 +124,7 @@ def test_reverse_padded_reverses_ids_and_states_within_their_lengths():
 
 @BOTH
 def test_tiny_model_overfits_a_few_windows(windows, tokenizer, bidirectional):
-    model, _, _ = mamba.build(TINY_MAMBA, seed=1, options={"bidirectional": bidirectional})
+    model, _, _ = mamba.FAMILY.build(TINY_MAMBA, seed=1, options={"bidirectional": bidirectional})
     batch = pad_batch(list(windows["input_ids"]), list(windows["token_type_ids"]), tokenizer.pad_token_id)
     starts = torch.tensor(windows["start_position"].to_numpy(), dtype=torch.long)
     ends = torch.tensor(windows["end_position"].to_numpy(), dtype=torch.long)
@@ -134,7 +135,7 @@ def test_tiny_model_overfits_a_few_windows(windows, tokenizer, bidirectional):
     model.train()
     losses = []
     for _ in range(45):
-        start, end = mamba.span_logits(model, batch)
+        start, end = mamba.FAMILY.span_logits(model, batch)
         loss = (F.cross_entropy(start.float(), starts) + F.cross_entropy(end.float(), ends)) / 2
         optimizer.zero_grad()
         loss.backward()
@@ -147,11 +148,11 @@ def test_tiny_model_overfits_a_few_windows(windows, tokenizer, bidirectional):
 
 @BOTH
 def test_bf16_autocast_trains(windows, tokenizer, bidirectional):
-    model, _, _ = mamba.build(TINY_MAMBA, seed=2, options={"bidirectional": bidirectional})
+    model, _, _ = mamba.FAMILY.build(TINY_MAMBA, seed=2, options={"bidirectional": bidirectional})
     batch = pad_batch(list(windows["input_ids"][:3]), list(windows["token_type_ids"][:3]), tokenizer.pad_token_id)
     model.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        start, end = mamba.span_logits(model, batch)
+        start, end = mamba.FAMILY.span_logits(model, batch)
         null = torch.zeros(3, dtype=torch.long)
         loss = F.cross_entropy(start.float(), null) + F.cross_entropy(end.float(), null)
     loss.backward()
@@ -169,8 +170,8 @@ def test_bf16_autocast_trains(windows, tokenizer, bidirectional):
 @BOTH
 def test_save_and_load_give_identical_logits(models, tokenizer, tmp_path, bidirectional):
     model, tok, _ = models[bidirectional]
-    mamba.save(model, tok, tmp_path / "model")
-    loaded, loaded_tok = mamba.load(tmp_path / "model")
+    mamba.FAMILY.save(model, tok, tmp_path / "model")
+    loaded, loaded_tok = mamba.FAMILY.load(tmp_path / "model")
     assert not loaded.training and loaded.bidirectional == bidirectional
     assert loaded_tok("a question", "a context")["input_ids"] == tok("a question", "a context")["input_ids"]
     batch = batch_of([sample_ids(tokenizer), sample_ids(tokenizer)[:8]], tokenizer.pad_token_id)
@@ -180,8 +181,8 @@ def test_save_and_load_give_identical_logits(models, tokenizer, tmp_path, bidire
 
 def test_same_seed_same_model_other_seed_other_model(models, tokenizer):
     batch = batch_of([sample_ids(tokenizer)], tokenizer.pad_token_id)
-    again = mamba.build(TINY_MAMBA, seed=0, options={"bidirectional": True})[0]
-    other = mamba.build(TINY_MAMBA, seed=5, options={"bidirectional": True})[0]
+    again = mamba.FAMILY.build(TINY_MAMBA, seed=0, options={"bidirectional": True})[0]
+    other = mamba.FAMILY.build(TINY_MAMBA, seed=5, options={"bidirectional": True})[0]
     reference = logits(models[True][0], batch)[0]
     assert torch.equal(logits(again, batch)[0], reference)
     assert not torch.equal(logits(other, batch)[0], reference)
@@ -189,29 +190,29 @@ def test_same_seed_same_model_other_seed_other_model(models, tokenizer):
 
 def test_load_rejects_a_directory_that_is_not_a_mamba_checkpoint(models, tmp_path):
     with pytest.raises(InputError, match="not a mamba checkpoint"):
-        mamba.load(tmp_path)
+        mamba.FAMILY.load(tmp_path)
     model, tok, _ = models[False]
-    mamba.save(model, tok, tmp_path / "broken")
+    mamba.FAMILY.save(model, tok, tmp_path / "broken")
     for path in (tmp_path / "broken" / mamba.FORWARD_DIR).iterdir():
         path.unlink()
     with pytest.raises(InputError, match="not a usable checkpoint directory"):
-        mamba.load(tmp_path / "broken")
+        mamba.FAMILY.load(tmp_path / "broken")
 
 
 def test_unreachable_hub_id_is_an_input_error(monkeypatch):
     # offline mode fails at once where a blocked network would retry for about a minute first
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(InputError, match="could not load 'qabench-test/no-such-mamba'"):
-        mamba.build("qabench-test/no-such-mamba", seed=0)
+        mamba.FAMILY.build("qabench-test/no-such-mamba", seed=0)
 
 
 def test_options_and_config_fields_are_checked():
     with pytest.raises(InputError, match="unknown mamba option 'bidirectonal'"):
-        mamba.build(TINY_MAMBA, seed=0, options={"bidirectonal": True})
+        mamba.FAMILY.build(TINY_MAMBA, seed=0, options={"bidirectonal": True})
     with pytest.raises(InputError, match="hiden_size not MambaConfig fields"):
-        mamba.build({**TINY_MAMBA, "random_init": {"hiden_size": 32}}, seed=0)
+        mamba.FAMILY.build({**TINY_MAMBA, "random_init": {"hiden_size": 32}}, seed=0)
     with pytest.raises(InputError, match="true or false"):
-        mamba.load_tokenizer(TINY_MAMBA, {"bidirectional": "yes"})
+        mamba.FAMILY.load_tokenizer(TINY_MAMBA, {"bidirectional": "yes"})
 
 
 def test_kernel_path_on_cpu(models):
@@ -227,7 +228,7 @@ def test_tokenizer_without_separators_gets_cls_and_sep(tmp_path):
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", eos_token="<eos>").save_pretrained(tmp_path)
 
-    tokenizer = mamba.load_tokenizer(str(tmp_path))
+    tokenizer = mamba.FAMILY.load_tokenizer(str(tmp_path))
     encoded = tokenizer("who is it", "a cat")
     assert encoded["input_ids"] == [1, 2, 3, 4, 1, 5, 6, 1]
     assert encoded.sequence_ids() == [None, 0, 0, 0, None, 1, 1, None]
@@ -288,10 +289,10 @@ def test_training_runs_our_scan(windows, tokenizer, monkeypatch, bidirectional):
     original = mamba.selective_scan
     monkeypatch.setattr(mamba, "selective_scan", counted)
     monkeypatch.setattr(modeling_mamba, mamba.SCAN_NAME, reference_called)
-    model, _, _ = mamba.build(TINY_MAMBA, seed=3, options={"bidirectional": bidirectional})
+    model, _, _ = mamba.FAMILY.build(TINY_MAMBA, seed=3, options={"bidirectional": bidirectional})
     batch = pad_batch(list(windows["input_ids"][:2]), list(windows["token_type_ids"][:2]), tokenizer.pad_token_id)
     model.train()
-    start, end = mamba.span_logits(model, batch)
+    start, end = mamba.FAMILY.span_logits(model, batch)
     (start.float().logsumexp(1) + end.float().logsumexp(1)).sum().backward()
     layers = TINY_MAMBA["random_init"]["num_hidden_layers"] * (2 if bidirectional else 1)
     assert len(calls) == layers
@@ -313,9 +314,9 @@ def test_a_hook_that_misses_stops_with_the_transformers_version(monkeypatch, fre
 
     monkeypatch.setattr(mamba, "SCAN_NAME", name)
     with pytest.raises(InputError, match=f"^transformers {re.escape(transformers.__version__)}: .*{problem}"):
-        mamba.build(TINY_MAMBA, seed=0)
+        mamba.FAMILY.build(TINY_MAMBA, seed=0)
     with pytest.raises(InputError, match=problem):
-        mamba.load("no-such-dir")
+        mamba.FAMILY.load("no-such-dir")
 
 
 def test_the_hook_check_passes_on_the_installed_transformers(fresh_hook_check):
@@ -324,14 +325,14 @@ def test_the_hook_check_passes_on_the_installed_transformers(fresh_hook_check):
 
 @pytest.mark.parametrize("mode", ["inference_mode", "no_grad", "bf16 autocast"])
 def test_the_hook_check_runs_in_whatever_mode_the_first_forward_is(models, tokenizer, fresh_hook_check, mode):
-    """A predict's first forward (a model not loaded by mamba.load, e.g. int8) runs under inference mode."""
+    """A predict's first forward (a model not loaded by mamba.FAMILY.load, e.g. int8) runs under inference mode."""
     context = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad,
                "bf16 autocast": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}[mode]
     model = models[False][0].eval()
     batch = batch_of([sample_ids(tokenizer)], tokenizer.pad_token_id)
     state = torch.random.get_rng_state()
     with context():
-        mamba.span_logits(model, batch)
+        mamba.FAMILY.span_logits(model, batch)
     assert torch.equal(torch.random.get_rng_state(), state)  # the probe leaves the random stream alone
 
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from qabench.features import NOT_CONTEXT
+from qabench.windows import NOT_CONTEXT
 from qabench.models import MASKED_LOGIT
 from qabench.postprocess import (Answer, answer_question, best_spans_in_window, decide,
                                   threshold_for_abstain_share)

@@ -11,7 +11,8 @@ from qabench.batching import pad_batch
 from qabench.compression import TrainingData, pruned
 from qabench.data import load_squad
 from qabench.errors import InputError
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
+from qabench.models.span import tokenize_examples
 from qabench.models import encoder
 from qabench.predict import load_model, predict
 from qabench.train import TrainSettings
@@ -83,10 +84,10 @@ def test_removing_heads_and_neurons_equals_masking_them(base_dir, data, tokenize
     neuron_masks = [torch.tensor([float(j in keep) for j in range(64)]) for keep in plan["neurons"]]
     batch = _batch(data, tokenizer)
     with torch.no_grad():
-        full = encoder.span_logits(base, batch)
+        full = encoder.FAMILY.span_logits(base, batch)
         with pruned.masked(base, head_masks, neuron_masks):
-            masked = encoder.span_logits(base, batch)
-        surgery = encoder.span_logits(model, batch)
+            masked = encoder.FAMILY.span_logits(base, batch)
+        surgery = encoder.FAMILY.span_logits(model, batch)
     for a, b, c in zip(masked, surgery, full):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
         assert not torch.allclose(b, c, atol=1e-3)  # something was really removed
@@ -124,7 +125,7 @@ def test_save_and_load_give_identical_logits(base_dir, data, tokenizer, tmp_path
     batch = _batch(data, tokenizer)
     model.eval()
     with torch.no_grad():
-        for a, b in zip(encoder.span_logits(model, batch), encoder.span_logits(loaded, batch)):
+        for a, b in zip(encoder.FAMILY.span_logits(model, batch), encoder.FAMILY.span_logits(loaded, batch)):
             assert torch.equal(a, b)
     assert loaded_tok.get_vocab() == tok.get_vocab()
 
@@ -139,7 +140,7 @@ def test_other_families_and_layouts_are_refused(base_dir, tmp_path, data):
     lstm_dir = tmp_path / "lstm"
     lstm_dir.mkdir()
     (lstm_dir / "qabench.json").write_text(json.dumps({"family": "lstm", "variant": "base"}))
-    with pytest.raises(InputError, match="encoder family only"):
+    with pytest.raises(InputError, match="pruned does not apply to the lstm family"):
         pruned.make(lstm_dir, tmp_path / "out", options={}, seed=0, data=data, state_dir=tmp_path / "state")
     from transformers import AutoConfig, AutoModelForQuestionAnswering
 

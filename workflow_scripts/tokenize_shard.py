@@ -14,7 +14,8 @@ from typing import Sequence
 from qabench import cli, models
 from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
-from qabench.features import WindowSpec, make_features, shard_bounds
+from qabench.windows import WindowSpec
+from qabench.features import shard_bounds
 from qabench.io import check_positive, stop_with_snakemake, write_parquet
 
 
@@ -42,8 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = cli.parse_options(args.options)
     examples = read_examples(args.examples)
     lo, hi = shard_bounds(len(examples), args.shard, args.shards)
-    tokenizer = models.family(args.family).load_tokenizer(cli.parse_checkpoint(args.checkpoint), options)
-    features = make_features(args.family, examples[lo:hi], tokenizer, spec, options, example_offset=lo)
+    family = models.family(args.family)
+    tokenizer = family.load_tokenizer(cli.parse_checkpoint(args.checkpoint), options)
+    features = family.make_features(examples[lo:hi], tokenizer, spec, options, example_offset=lo)
     write_parquet(args.out, features)
     logging.info("shard %d/%d: examples %d..%d -> %d windows", args.shard, args.shards, lo, hi, len(features))
     return 0

@@ -16,7 +16,6 @@ import argparse
 import logging
 import os
 from collections import Counter
-from pathlib import Path
 from typing import Sequence
 
 import torch.distributed as dist
@@ -24,54 +23,33 @@ import torch.distributed as dist
 from qabench import cli, devices, models
 from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
-from qabench.features import WindowSpec, check_features_match, read_manifest_features, without_synthetic_negatives
+from qabench.windows import WindowSpec
+from qabench.features import check_features_match, read_manifest_features, without_synthetic_negatives
 from qabench.finetune import run
 from qabench.io import check_finite, check_fraction, check_positive, stop_with_snakemake
 from qabench.train import TrainSettings, check_settings, join_processes
 
-# the columns a family's training windows need (span labels, or t5's text targets)
-FAMILY_COLUMNS = {**{family: ["input_ids", "token_type_ids", "start_position", "end_position"]
-                     for family in models.SPAN_FAMILIES}, "t5": ["input_ids", "labels"]}
-
-
 def check_positions(family: str, checkpoint: str | dict, features, manifest: str) -> None:
-    """An encoder whose position table is shorter than the longest window would fail mid-training (an
-    index error deep in torch): refuse first, naming both numbers. Only where the limit is known without
-    building the model (a random-init spec, a local or pip checkpoint directory)."""
-    if family != "encoder" or not len(features):
+    """A model whose position table is shorter than the longest window would fail mid-training (an
+    index error deep in torch): refuse first, naming both numbers, where the family can tell the limit
+    without building the model."""
+    known = models.family(family).checkpoint_position_limit(checkpoint)
+    if known is None or not len(features):
         return
-    from transformers import AutoConfig
-
-    from qabench import checkpoints
-    from qabench.predict import position_limit
-
-    try:
-        if isinstance(checkpoint, dict):
-            fields = dict(checkpoint.get("random_init") or {})
-            config = AutoConfig.for_model(checkpoint.get("model_type", "bert"), **fields)
-            where = "checkpoint random_init"
-        else:
-            target = checkpoints.resolve(checkpoint)
-            if not Path(target).is_dir():
-                return  # a hub id: building it says whether it is there
-            config, where = AutoConfig.from_pretrained(target), target
-    except InputError:
-        raise
-    except Exception:  # noqa: BLE001 - an unreadable config is reported when the model is built
-        return
-    limit = position_limit(config)
+    limit, where = known
     longest = int(features["input_ids"].map(len).max())
-    if limit is not None and longest > limit:
+    if longest > limit:
         raise InputError(where, f"the model takes at most {limit} tokens (max_position_embeddings), but the "
                                 f"windows in {manifest} are up to {longest} long: set this model's max_length to "
                                 f"{limit} or less")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = TrainSettings()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", required=True, help="feature manifest written by feature_manifest.py")
     parser.add_argument("--examples", required=True, help="the examples table the features came from")
-    parser.add_argument("--family", default="encoder", choices=models.FAMILIES)
+    parser.add_argument("--family", default=models.DEFAULT_FAMILY, choices=models.FAMILIES)
     parser.add_argument("--checkpoint", required=True, help="hub id, directory, pip:package, or JSON random-init spec")
     parser.add_argument("--options", default="{}", help="the family's options (JSON object)")
     parser.add_argument("--out", required=True)
@@ -114,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     cli.setup(args.threads and max(1, args.threads // processes))
     features = read_manifest_features(args.manifest)
-    missing = [c for c in FAMILY_COLUMNS[args.family] if c not in features.columns]
+    missing = [c for c in models.family(args.family).feature_columns if c not in features.columns]
     if missing:
         raise InputError(args.manifest, f"its windows are not {args.family} training windows (missing columns "
                                         f"{missing}: tokenized for another family?)")

@@ -1,10 +1,10 @@
-"""Compressed variants of a trained base model. ``variant`` names a module here; each offers
+"""Compressed variants of a trained base model: the contract every method implements, and the registry.
 
-    METHOD: str                       the variant name (pruned, distilled, lora, int8, qlora, onnx)
-    FAMILIES: tuple[str, ...]         the model families it applies to
-    KEEPS_ITS_DEVICE: bool            whether a variant runs only where it was made (int8, qlora: on the
-                                      device of their kernels; onnx: in ONNX Runtime on the CPU) rather than
-                                      on the device predict asks for
+A config's compression method names an entry of ``METHODS``. Each entry says which module holds the
+method, which family capabilities (``qabench.models.CAPABILITIES``) it needs, and whether its
+variant runs only where it was made; reading the registry imports no torch. Each module offers
+
+    METHOD: str                       the method's name
     make(base_dir, out_dir, *, options, seed, data, state_dir) -> None
         builds the variant from the fine-tuned base in ``base_dir`` (a directory written by
         qabench.finetune) and writes a complete model directory with qabench.finetune.save_model_dir:
@@ -24,19 +24,47 @@ from types import ModuleType
 
 import pandas as pd
 
+from qabench import models
 from qabench.data import Example
 from qabench.errors import InputError
 
-# which families each method applies to (each module's FAMILIES must agree; a test checks it)
-METHOD_FAMILIES = {
-    "pruned": ("encoder",),
-    "distilled": ("encoder",),
-    "lora": ("encoder", "t5", "mamba"),
-    "int8": ("encoder", "t5", "lstm", "mamba"),
-    "qlora": ("encoder", "t5", "mamba"),
-    "onnx": ("encoder",),
+@dataclass(frozen=True)
+class Registration:
+    module: str                     # the module that makes and loads the variant
+    requires: frozenset[str]        # the family capabilities it needs (qabench.models.CAPABILITIES)
+    keeps_its_device: bool          # whether the variant runs only where it was made (int8, qlora: on the
+                                    # device of their kernels; onnx: in ONNX Runtime on the CPU) rather than
+                                    # on the device predict asks for
+
+
+METHODS: dict[str, Registration] = {
+    "pruned": Registration("qabench.compression.pruned", frozenset({"encoder_layers"}), False),
+    "distilled": Registration("qabench.compression.distilled", frozenset({"encoder_layers"}), False),
+    "lora": Registration("qabench.compression.lora", frozenset({"adapters"}), False),
+    "int8": Registration("qabench.compression.int8", frozenset(), True),
+    "qlora": Registration("qabench.compression.qlora", frozenset({"adapters"}), True),
+    "onnx": Registration("qabench.compression.onnx", frozenset({"export"}), True),
 }
-METHODS = tuple(METHOD_FAMILIES)
+
+
+def applies(method_name: str, family: str) -> bool:
+    """Whether ``method_name`` applies to models of ``family``."""
+    return METHODS[method_name].requires <= models.capabilities(family)
+
+
+def families(method_name: str) -> list[str]:
+    """The registered families ``method_name`` applies to."""
+    return [family for family in models.FAMILIES if applies(method_name, family)]
+
+
+def check_applies(method_name: str, family: str, where: object) -> None:
+    if not applies(method_name, family):
+        raise InputError(where, f"{method_name} does not apply to the {family} family (it applies to "
+                                f"{', '.join(families(method_name))})")
+
+
+def keeps_its_device(method_name: str) -> bool:
+    return METHODS[method_name].keeps_its_device
 
 
 @dataclass
@@ -74,4 +102,4 @@ def check_train(method: str, overrides: object) -> None:
 def method(name: str) -> ModuleType:
     if name not in METHODS:
         raise ValueError(f"unknown compression method '{name}' (known: {', '.join(METHODS)})")
-    return importlib.import_module(f"qabench.compression.{name}")
+    return importlib.import_module(METHODS[name].module)

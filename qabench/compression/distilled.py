@@ -21,19 +21,18 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForQuestionAnswering, PreTrainedModel
 
-from qabench import devices, finetune
+from qabench import compression, devices, finetune
 from qabench.batching import pad_batch, training_width
 from qabench.compression import TrainingData, check_train, with_defaults
 from qabench.errors import InputError
 from qabench.models import MASKED_LOGIT, encoder
 from qabench.predict import load_model
-from qabench.train import TrainSettings, span_loss, train
+from qabench.models.span import span_loss
+from qabench.train import TrainSettings, train
 
 log = logging.getLogger(__name__)
 
 METHOD = "distilled"
-FAMILIES = ("encoder",)
-KEEPS_ITS_DEVICE = False
 DEFAULTS = {"student_layers": None, "layer_init": "every_other", "student_checkpoint": None,
             "temperature": 2.0, "alpha": 0.5, "train": {},
             "device": "cpu"}  # where the teacher and the student run while distilling: cpu or cuda
@@ -151,7 +150,7 @@ def resolve_options(options: dict, teacher_layers: int | None) -> dict:
 def _load_student_checkpoint(spec: str, teacher_tokenizer) -> PreTrainedModel:
     student, tokenizer, settings = load_model(spec)
     variant = settings.get("variant", "base")
-    if settings.get("family", "encoder") != "encoder" or variant not in STUDENT_VARIANTS \
+    if not compression.applies(METHOD, settings["family"]) or variant not in STUDENT_VARIANTS \
             or not isinstance(student, PreTrainedModel):
         raise InputError(spec, f"student_checkpoint must be a float encoder ({', '.join(STUDENT_VARIANTS)} "
                                f"variants), not {settings.get('family')}/{variant}")
@@ -171,8 +170,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
     teacher, tokenizer, base_settings = load_model(base_dir)
     if base_settings.get("variant", "base") != "base":
         raise InputError(base_dir, f"the teacher must be a fine-tuned base, not a {base_settings['variant']} variant")
-    if base_settings.get("family", "encoder") not in FAMILIES:
-        raise InputError(base_dir, f"distilled applies to {FAMILIES}, not the {base_settings['family']} family")
+    compression.check_applies(METHOD, base_settings["family"], base_dir)
     teacher.eval()
     teacher.requires_grad_(False)
     teacher_layers = teacher.config.num_hidden_layers
@@ -192,7 +190,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
     devices.move(student, device)
     log.info("%s; alpha %.2f, temperature %.1f", origin, opts["alpha"], opts["temperature"])
 
-    batch_loss = distill_batch_loss(student, teacher, encoder.span_logits, data.features, tokenizer.pad_token_id,
+    batch_loss = distill_batch_loss(student, teacher, encoder.FAMILY.span_logits, data.features, tokenizer.pad_token_id,
                                     opts["alpha"], opts["temperature"])
     state = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="distilled-state-"))
     stats = train(student, data.features, batch_loss, settings_train, state)
@@ -206,9 +204,9 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
               "kept_teacher_layers": layers, "distillation": {k: opts[k] for k in ("alpha", "temperature")},
               "settings": asdict(settings_train),
               "data": {"questions": len(data.examples), "windows": len(data.features)}}
-    finetune.save_model_dir(out_dir, lambda tmp: encoder.save(student, tokenizer, tmp), settings, record, state)
+    finetune.save_model_dir(out_dir, lambda tmp: encoder.FAMILY.save(student, tokenizer, tmp), settings, record, state)
 
 
 def load(model_dir: str, settings: dict):
     """A distilled student is a plain encoder."""
-    return encoder.load(model_dir)
+    return encoder.FAMILY.load(model_dir)

@@ -41,10 +41,10 @@ import torch._inductor.config
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoTokenizer
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
-from qabench import checkpoints, models
+from qabench import models
+from qabench import compression
 from qabench.compression import with_defaults
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
@@ -54,8 +54,6 @@ from qabench.models import encoder
 from qabench.predict import DEFAULT_SETTINGS, load_model, read_settings
 
 METHOD = "int8"
-FAMILIES = ("encoder", "t5", "lstm", "mamba")
-KEEPS_ITS_DEVICE = True  # a quantized model runs where it was quantized (options.device)
 DEFAULT_OPTIONS = {
     "device": "cpu",               # where the quantized model runs: cpu or cuda
     "backend": None,               # dynamic | inductor | bitsandbytes; None: dynamic on cpu, bitsandbytes on cuda
@@ -301,31 +299,13 @@ def write_architecture(family: str, model: nn.Module, tokenizer, out_dir: str | 
 def float_architecture(model_dir: str | Path, family: str) -> nn.Module:
     """The float model that ``model_dir``'s configuration files describe, with random weights (``load``
     quantizes it and replaces every weight)."""
-    from transformers import AutoConfig, AutoModelForQuestionAnswering, MambaConfig, MambaModel, T5Config
-    from transformers import T5ForConditionalGeneration
-
-    from qabench.models import lstm, mamba
-
-    model_dir = Path(model_dir)
     try:
-        if family == "encoder":
-            return AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(str(model_dir)))
-        if family == "t5":
-            return T5ForConditionalGeneration(T5Config.from_pretrained(str(model_dir)))
-        if family == "lstm":
-            return lstm.architecture(model_dir)[0]
-        if family == "mamba":
-            meta = json.loads((model_dir / mamba.META_FILE).read_text())
-            backbones = [MambaModel(MambaConfig.from_pretrained(str(model_dir / part)))
-                         for part in (mamba.FORWARD_DIR, mamba.BACKWARD_DIR)[: 2 if meta.get("bidirectional") else 1]]
-            return mamba.MambaSpanModel(*backbones)
+        return models.family(family).architecture(model_dir)
     except InputError:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise InputError(model_dir, f"the int8 model's configuration files are missing or damaged "
                                     f"({first_line(err)})") from None
-    raise InputError(model_dir / "qabench.json", f"int8 does not apply to the {family} family "
-                                                 f"(it applies to {', '.join(FAMILIES)})")
 
 
 # -------------------------------------------------------- int8 weights as plain tensors (safetensors)
@@ -525,9 +505,8 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     if base_settings.get("variant", "base") != "base":
         raise InputError(base_dir, f"int8 quantizes a base model, not a {base_settings['variant']} variant")
     family = base_settings["family"]
-    if family not in FAMILIES:
-        raise InputError(base_dir, f"int8 does not apply to the {family} family (it applies to {', '.join(FAMILIES)})")
-    if options["backend"] == "inductor" and family != "encoder":
+    compression.check_applies(METHOD, family, base_dir)
+    if options["backend"] == "inductor" and "export" not in models.capabilities(family):
         raise InputError(base_dir, f"the inductor int8 backend exports encoders only, not the {family} family "
                                    "(use the dynamic backend)")
     model, tokenizer, _ = load_model(base_dir)
@@ -577,19 +556,16 @@ def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
     except InputError as err:
         raise InputError(model_dir / "qabench.json", f"compression: {err.problem}") from None
     tensors, layout = _read_weights(path)
-    family = settings.get("family", "encoder")
+    family = settings["family"]
     if options["device"] == "cuda" and not torch.cuda.is_available():
         raise InputError(model_dir, "this int8 model was made for cuda (bitsandbytes), but torch sees no GPU")
     if (layout["kind"] == "program") != (options["backend"] == "inductor"):
         raise InputError(path, f"holds a {layout['kind']}, which the {options['backend']} backend of its "
                                "qabench.json does not make")
-    if family == "lstm":  # its load_tokenizer reads GloVe; the saved tokenizer is all it needs
-        tokenizer = checkpoints.load_pretrained(AutoTokenizer, str(model_dir))
-    else:
-        tokenizer = models.family(family).load_tokenizer(str(model_dir), settings.get("options"))
+    tokenizer = models.family(family).saved_tokenizer(model_dir, settings.get("options"))
     skeleton = float_architecture(model_dir, family)
     if layout["kind"] == "program":
-        if family != "encoder":
+        if "export" not in models.capabilities(family):
             raise InputError(model_dir / "qabench.json", f"an inductor int8 program of the {family} family")
         _import_torchao()  # registers the quantize/dequantize ops the program calls
         program, _ = quantize_inductor(skeleton)

@@ -12,7 +12,7 @@ weights, so inference costs what the base costs), and the adapters on their own 
 
 Options (defaults in ``DEFAULT_OPTIONS``): ``rank``, ``alpha`` (the update is scaled by alpha/rank),
 ``dropout`` (on the adapters' input), ``target_modules`` (a list of module names; default per
-family in ``TARGET_MODULES``) and ``train`` (TrainSettings fields over ``DEFAULT_TRAIN``; batch size
+family's ``lora_targets``) and ``train`` (TrainSettings fields over ``DEFAULT_TRAIN``; batch size
 and precision default to the base's).
 """
 
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from qabench import devices, finetune, models
+from qabench import compression
 from qabench.compression import check_train, with_defaults
 from qabench.errors import InputError
 from qabench.io import first_line, read_json
@@ -37,23 +38,15 @@ from qabench.train import TrainSettings, train
 log = logging.getLogger(__name__)
 
 METHOD = "lora"
-FAMILIES = ("encoder", "t5", "mamba")
-KEEPS_ITS_DEVICE = False
-# Every Linear of the blocks by default: the QLoRA paper (Dettmers et al. 2023, section 4) found
-# adapters on all linear layers were needed to match full fine-tuning, where query/value alone fell
+# The default targets are each family's ``lora_targets``, every Linear of the blocks: the QLoRA paper
+# (Dettmers et al. 2023, section 4) found adapters on all linear layers were needed to match full fine-tuning, where query/value alone fell
 # short. The price on MiniLM-L6 (CPU, batch 32 x 384): 333k instead of 74k trainable parameters and
 # a training step about 1.3x as long as with query/value adapters only.
 # "dense" is BERT's attention output and both feed-forward Linears. Names that a model lacks are
 # skipped (T5 v1.0 has wi, v1.1 wi_0/wi_1); Mamba's dt_proj is left out because transformers reads
-# its weight directly (dt_proj.weight @ x), which would bypass an adapter.
-TARGET_MODULES = {
-    "encoder": ["query", "key", "value", "dense"],
-    "t5": ["q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo"],
-    "mamba": ["in_proj", "x_proj", "out_proj"],
-}
-# The task heads, trained in full (peft modules_to_save). T5 has none: its LM head is tied to the
+# its weight directly (dt_proj.weight @ x), which would bypass an adapter. The task heads (the family's
+# ``head_modules``) train in full (peft modules_to_save); T5 has none: its LM head is tied to the
 # embeddings and the answer is generated text.
-HEAD_MODULES = {"encoder": ["qa_outputs"], "t5": [], "mamba": ["span_head", "null_head"]}
 DEFAULT_OPTIONS = {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": None, "train": {}, "device": "cpu"}
 DEFAULT_TRAIN = {"epochs": 1.0, "learning_rate": 5e-4}
 INHERITED_TRAIN = ("batch_size", "precision")  # taken from the base's training settings when not given
@@ -73,7 +66,7 @@ def resolve_options(options: dict | None, family: str, method: str = METHOD, ext
     if not isinstance(merged["dropout"], (int, float)) or not 0 <= merged["dropout"] < 1:
         raise InputError("config", f"{method} option dropout must be in [0, 1), not {merged['dropout']!r}")
     if merged["target_modules"] is None:
-        merged["target_modules"] = list(TARGET_MODULES[family])
+        merged["target_modules"] = list(models.family(family).lora_targets)
     targets = merged["target_modules"]
     if not isinstance(targets, list) or not targets or not all(isinstance(t, str) and t for t in targets):
         raise InputError("config", f"{method} option target_modules must be a non-empty list of module names")
@@ -82,16 +75,14 @@ def resolve_options(options: dict | None, family: str, method: str = METHOD, ext
     return merged
 
 
-def base_settings_for(base_dir: str | Path, method: str, families: tuple[str, ...]) -> dict:
+def base_settings_for(base_dir: str | Path, method: str) -> dict:
     """The base's qabench.json settings, checked: a base model of a family the method applies to."""
     if not (Path(base_dir) / "qabench.json").is_file():
         raise InputError(base_dir, "not a model directory written by the train rule (no qabench.json)")
     settings = read_settings(base_dir)
     if settings.get("variant", "base") != "base":
         raise InputError(base_dir, f"{method} starts from a base model, not a {settings['variant']} variant")
-    if settings["family"] not in families:
-        raise InputError(base_dir, f"{method} does not apply to the {settings['family']} family "
-                                   f"(it applies to {', '.join(families)})")
+    compression.check_applies(method, settings["family"], base_dir)
     if "checkpoint" not in settings:
         raise InputError(base_dir, f"{method} retrains from the base's original checkpoint, but its qabench.json "
                                    "has no 'checkpoint' (retrain the base with this version of qabench)")
@@ -110,7 +101,7 @@ def lora_config(options: dict, family: str):
     from peft import LoraConfig
 
     return LoraConfig(r=options["rank"], lora_alpha=options["alpha"], lora_dropout=options["dropout"],
-                      target_modules=list(options["target_modules"]), modules_to_save=HEAD_MODULES[family] or None,
+                      target_modules=list(options["target_modules"]), modules_to_save=list(models.family(family).head_modules) or None,
                       bias="none")
 
 
@@ -174,7 +165,7 @@ def train_adapters(family: str, model: nn.Module, tokenizer, data, settings: Tra
                    state_dir: str | Path | None) -> tuple[dict, Path]:
     """Train the adapted ``model`` in place on ``data.features``; (statistics, the state dir used)."""
     state = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix=f"{METHOD}-state-"))
-    batch_loss = finetune.span_or_family_loss(family, model, tokenizer, data.features)
+    batch_loss = models.family(family).batch_loss(model, tokenizer, data.features)
     stats = train(TrainableView(model), data.features, batch_loss, settings, state)
     return stats, state
 
@@ -210,7 +201,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     """Fine-tune LoRA adapters from the base's original checkpoint; write the merged model and the adapters."""
     if data is None:
         raise InputError(base_dir, "lora trains: it needs the base's training windows")
-    base_settings = base_settings_for(base_dir, METHOD, FAMILIES)
+    base_settings = base_settings_for(base_dir, METHOD)
     family = base_settings["family"]
     model_family = models.family(family)
     opts = resolve_options(options, family)
@@ -269,6 +260,6 @@ def check_adapter(model_dir: str | Path) -> None:
 def load(model_dir: str | Path, settings: dict):
     """The merged model (the family's own format) and its tokenizer, in eval mode."""
     check_adapter(model_dir)
-    model, tokenizer = models.family(settings.get("family", "encoder")).load(str(model_dir))
+    model, tokenizer = models.family(settings["family"]).load(str(model_dir))
     model.eval()
     return model, tokenizer

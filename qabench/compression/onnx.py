@@ -21,17 +21,17 @@ from torch import nn
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from qabench.batching import pad_batch
+from qabench import compression
 from qabench.compression import with_defaults
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
-from qabench.features import WindowSpec, tokenize_examples
+from qabench.windows import WindowSpec
+from qabench.models.span import tokenize_examples
 from qabench.finetune import save_model_dir
 from qabench.models import encoder
 from qabench.predict import load_model, predict, read_settings
 
 METHOD = "onnx"
-FAMILIES = ("encoder",)
-KEEPS_ITS_DEVICE = True  # an ONNX Runtime session on the CPU
 DEFAULT_OPTIONS = {
     "quantize": False,        # int8 MatMul weights (ONNX Runtime dynamic quantization)
     "per_channel": True,      # with quantize: a weight scale per output column rather than per matrix
@@ -146,8 +146,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     base_settings = read_settings(base_dir)
     if base_settings.get("variant", "base") != "base":
         raise InputError(base_dir, f"onnx exports a base model, not a {base_settings['variant']} variant")
-    if base_settings["family"] not in FAMILIES:
-        raise InputError(base_dir, f"onnx does not apply to the {base_settings['family']} family (encoders only)")
+    compression.check_applies(METHOD, base_settings["family"], base_dir)
     model, tokenizer, _ = load_model(base_dir)
     params = sum(p.numel() for p in model.parameters())
     pool = data.examples if data is not None else []
@@ -181,4 +180,4 @@ def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
     model_dir = Path(model_dir)
     if not (model_dir / MODEL_FILE).is_file():
         raise InputError(model_dir, f"not an onnx model directory (no {MODEL_FILE})")
-    return OnnxSpanModel(model_dir / MODEL_FILE, torch.get_num_threads()).eval(), encoder.load_tokenizer(str(model_dir))
+    return OnnxSpanModel(model_dir / MODEL_FILE, torch.get_num_threads()).eval(), encoder.FAMILY.load_tokenizer(str(model_dir))

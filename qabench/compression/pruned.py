@@ -35,20 +35,19 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForQuestionAnswering
 from transformers.pytorch_utils import prune_linear_layer
 
-from qabench import devices, train
+from qabench import compression, devices, train
 from qabench.batching import sorted_batches
 from qabench.compression import check_train, with_defaults
 from qabench.errors import InputError
 from qabench.finetune import parameter_counts, save_model_dir
 from qabench.io import first_line
 from qabench.models import encoder
+from qabench.models.span import span_batch_loss
 from qabench.predict import load_model, read_settings
 
 log = logging.getLogger(__name__)
 
 METHOD = "pruned"
-FAMILIES = ("encoder",)
-KEEPS_ITS_DEVICE = False
 DEFAULT_OPTIONS = {
     "target_encoder_ratio": 0.75,  # share of the transformer blocks' parameters kept
     "calibration_windows": 256,    # training windows the importance is measured on
@@ -168,7 +167,7 @@ def importance(model: nn.Module, features, pad_id: int,
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     model.eval()  # no dropout: the importance of the model as it predicts
     model.requires_grad_(False)  # only the masks need gradients
-    batch_loss = train.span_batch_loss(model, encoder.span_logits, features, pad_id)
+    batch_loss = span_batch_loss(model, encoder.FAMILY.span_logits, features, pad_id)
     total, rows = 0.0, 0
     try:
         with masked(model, head_masks, neuron_masks):
@@ -262,7 +261,7 @@ def _calibration_rows(features, count: int, seed: int):
 def mean_loss(model: nn.Module, features, pad_id: int, batch_size: int) -> float:
     """Mean span loss per window, eval mode, no gradients."""
     model.eval()
-    batch_loss = train.span_batch_loss(model, encoder.span_logits, features, pad_id)
+    batch_loss = span_batch_loss(model, encoder.FAMILY.span_logits, features, pad_id)
     total = 0.0
     with torch.no_grad():
         for batch in sorted_batches(features["input_ids"].map(len).to_numpy(), batch_size):
@@ -309,7 +308,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
 
     train_settings = train.TrainSettings(**{"seed": seed, **TRAIN_DEFAULTS, **options["train"]})
     model.train()
-    stats = train.train(model, data.features, train.span_batch_loss(model, encoder.span_logits, data.features,
+    stats = train.train(model, data.features, span_batch_loss(model, encoder.FAMILY.span_logits, data.features,
                                                                     tokenizer.pad_token_id),
                         train_settings, state_dir)
     recovered_loss = mean_loss(model, calibration, tokenizer.pad_token_id, options["calibration_batch_size"])
@@ -330,10 +329,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
 
 def _check_inputs(base_dir: str | Path, base_settings: dict, data, state_dir: str | Path | None) -> None:
     """Refuse, before any work, a base that is not an encoder base model, and missing data or state_dir."""
-    family = base_settings["family"]
-    if family not in FAMILIES:
-        raise InputError(base_dir, f"pruned applies to the encoder family only, not {family} "
-                                   "(it removes BERT attention heads and FFN neurons)")
+    compression.check_applies(METHOD, base_settings["family"], base_dir)
     if base_settings.get("variant", "base") != "base":
         raise InputError(base_dir, f"pruned starts from a base model, not a {base_settings['variant']} variant")
     if data is None or len(data.features) == 0:
@@ -395,4 +391,4 @@ def load(model_dir: str | Path, settings: dict | None = None) -> tuple[nn.Module
         raise InputError(model_dir / WEIGHTS_FILE,
                          f"weights do not fit the pruned layout ({first_line(err)})") from None
     model.eval()
-    return model, encoder.load_tokenizer(str(model_dir))
+    return model, encoder.FAMILY.load_tokenizer(str(model_dir))

@@ -48,8 +48,6 @@ from qabench.io import first_line
 log = logging.getLogger(__name__)
 
 METHOD = "qlora"
-FAMILIES = lora.FAMILIES
-KEEPS_ITS_DEVICE = True  # 4-bit weights run where they were quantized (options.device)
 QUANT_OPTIONS = {
     "quant_type": "nf4",       # nf4 (4-bit NormalFloat) or fp4
     "double_quant": True,      # quantize the per-block scales too (about 0.4 bits per weight saved)
@@ -74,7 +72,7 @@ def resolve_options(options: dict | None, family: str) -> dict:
     if merged["compute_dtype"] not in COMPUTE_DTYPES:
         raise InputError("config", f"qlora option compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
                                    f"not {merged['compute_dtype']!r}")
-    if merged["device"].startswith("cuda") and family not in models.SPAN_FAMILIES:
+    if merged["device"].startswith("cuda") and "spans" not in models.capabilities(family):
         raise InputError("config", f"qlora on cuda supports the span families only, not {family}")
     return merged
 
@@ -103,7 +101,7 @@ def plan(model: nn.Module, family: str) -> tuple[list[str], dict[str, str]]:
     for _, parameter in model.named_parameters(remove_duplicate=False):
         uses[id(parameter)] = uses.get(id(parameter), 0) + 1
     keep_names = _keep_float_names(model)
-    heads = set(lora.HEAD_MODULES[family])
+    heads = set(models.family(family).head_modules)
     quantize, kept = [], {}
     for name, module in model.named_modules():
         if type(module) is not nn.Linear:
@@ -248,7 +246,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     """Train LoRA adapters on a 4-bit copy of the base's original checkpoint; write base, adapters, tokenizer."""
     if data is None:
         raise InputError(base_dir, "qlora trains: it needs the base's training windows")
-    base_settings = lora.base_settings_for(base_dir, METHOD, FAMILIES)
+    base_settings = lora.base_settings_for(base_dir, METHOD)
     family = base_settings["family"]
     opts = resolve_options(options, family)
     settings_train = lora.train_settings(base_dir, opts["train"], seed)
@@ -288,7 +286,7 @@ def load(model_dir: str | Path, settings: dict):
     path = model_dir / BASE_FILE
     if not path.is_file() or not (model_dir / lora.ADAPTER_DIR).is_dir():
         raise InputError(model_dir, f"not a qlora model directory (no {BASE_FILE} or {lora.ADAPTER_DIR}/)")
-    family = settings.get("family", "encoder")
+    family = settings["family"]
     options = {**QUANT_OPTIONS, **settings.get("compression", {})}
     if options["device"].startswith("cuda") and not torch.cuda.is_available():
         log.warning("qlora model made for %s, but torch sees no GPU: loading it on the CPU", options["device"])

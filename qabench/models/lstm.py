@@ -28,8 +28,9 @@ from qabench.errors import InputError
 from qabench.io import first_line
 from qabench.models import MASKED_LOGIT
 from qabench.models.sequences import reverse_padded
+from qabench.models.span import SpanFamily
 
-FAMILY = "lstm"
+NAME = "lstm"
 
 DEFAULT_OPTIONS: dict = {
     "vocab_size": 100_000,         # most frequent GloVe words kept; None keeps all
@@ -55,7 +56,7 @@ WORD_PATTERN = r"\d+(?:[.,]\d+)+|'(?:s|re|ve|ll|d|m)\b|\w+|[^\w\s]"
 
 # ---------------------------------------------------------------- options and word vectors
 
-def resolve_options(options: dict | None) -> dict:
+def _checked_options(options: dict | None) -> dict:
     """Defaults filled in; unknown names and bad values are InputErrors."""
     options = dict(options or {})
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
@@ -197,12 +198,6 @@ def make_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     )
 
 
-def load_tokenizer(checkpoint: str, options: dict | None = None) -> PreTrainedTokenizerFast:
-    """The tokenizer ``build`` returns, reading only the word list."""
-    words, _ = read_vectors(checkpoint, resolve_options(options)["vocab_size"], with_vectors=False)
-    return make_tokenizer(words)
-
-
 def _vocab_tokens(tokenizer) -> list[str]:
     """Tokens in id order."""
     vocab = tokenizer.get_vocab()
@@ -287,7 +282,7 @@ class BiDAF(nn.Module):
     def __init__(self, tokens: list[str], embedding_dim: int, options: dict):
         super().__init__()
         # Everything ``load`` needs besides the tokenizer and the weights; ``build`` adds the origin.
-        self.config = {"family": FAMILY, "format": FORMAT_VERSION, "embedding_dim": embedding_dim,
+        self.config = {"family": NAME, "format": FORMAT_VERSION, "embedding_dim": embedding_dim,
                        "vocab_rows": len(tokens), "options": options}
         d = options["hidden_size"]
         n_special = len(SPECIAL_TOKENS)
@@ -380,70 +375,91 @@ def _describe(checkpoint: str, dim: int, n_words: int) -> str:
     return f"{name} ({checkpoint}, {n_words} words), trained from scratch"
 
 
-def build(checkpoint: str, seed: int, options: dict | None = None) -> tuple[BiDAF, PreTrainedTokenizerFast, str]:
-    """Fresh reader with GloVe vectors from ``checkpoint`` (pip:PACKAGE, a GloVe .txt[.gz], or a directory)."""
-    options = resolve_options(options)
-    words, vectors = read_vectors(checkpoint, options["vocab_size"])
-    tokenizer = make_tokenizer(words)
-    torch.manual_seed(seed)
-    model = BiDAF(_vocab_tokens(tokenizer), vectors.shape[1], options)
-    with torch.no_grad():
-        model.word_embedding.weight.copy_(torch.from_numpy(vectors))
-        model.special_embedding.weight.normal_(0.0, float(vectors.std()))
-        model.special_embedding.weight[PAD_ID].zero_()
-    origin = _describe(checkpoint, vectors.shape[1], len(words))
-    model.config.update(source=checkpoint, origin=origin)
-    return model, tokenizer, origin
+class LstmFamily(SpanFamily):
+    name = NAME
+    default_options = DEFAULT_OPTIONS
+
+    def load_tokenizer(self, checkpoint: str, options: dict | None = None) -> PreTrainedTokenizerFast:
+        """The tokenizer ``build`` returns, reading only the word list."""
+        words, _ = read_vectors(checkpoint, _checked_options(options)["vocab_size"], with_vectors=False)
+        return make_tokenizer(words)
+
+    def build(self, checkpoint: str, seed: int, options: dict | None = None) -> tuple[BiDAF, PreTrainedTokenizerFast, str]:
+        """Fresh reader with GloVe vectors from ``checkpoint`` (pip:PACKAGE, a GloVe .txt[.gz], or a directory)."""
+        options = _checked_options(options)
+        words, vectors = read_vectors(checkpoint, options["vocab_size"])
+        tokenizer = make_tokenizer(words)
+        torch.manual_seed(seed)
+        model = BiDAF(_vocab_tokens(tokenizer), vectors.shape[1], options)
+        with torch.no_grad():
+            model.word_embedding.weight.copy_(torch.from_numpy(vectors))
+            model.special_embedding.weight.normal_(0.0, float(vectors.std()))
+            model.special_embedding.weight[PAD_ID].zero_()
+        origin = _describe(checkpoint, vectors.shape[1], len(words))
+        model.config.update(source=checkpoint, origin=origin)
+        return model, tokenizer, origin
+
+    def span_logits(self, model: BiDAF, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Start/end scores [batch, length] (float32); 0 = no answer, non-context positions MASKED_LOGIT."""
+        device = next(model.parameters()).device
+        ids = batch["input_ids"].to(device)
+        mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).to(device)
+        return model(ids, batch["token_type_ids"].to(device), mask)
+
+    def save(self, model: BiDAF, tokenizer, out_dir: str | Path) -> None:
+        """Weights (safetensors), ``lstm_config.json`` and the tokenizer."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+        save_file(state, str(out_dir / WEIGHTS_FILE))
+        (out_dir / CONFIG_FILE).write_text(json.dumps(model.config, indent=2) + "\n")
+        tokenizer.save_pretrained(out_dir)
+
+    def architecture(self, model_dir: str | Path) -> BiDAF:
+        return self._architecture(model_dir)[0]
+
+    def saved_tokenizer(self, model_dir: str | Path, options: dict | None = None) -> PreTrainedTokenizerFast:
+        """The saved vocabulary (``load_tokenizer`` would read GloVe again)."""
+        return checkpoints.load_pretrained(AutoTokenizer, str(model_dir))
+
+    def recognizes(self, model_dir: Path) -> bool | None:
+        return True if (Path(model_dir) / CONFIG_FILE).is_file() else None
+
+    def resolve_options(self, options: dict | None) -> dict:
+        return _checked_options(options)
+
+    def _architecture(self, model_dir: str | Path) -> tuple[BiDAF, PreTrainedTokenizerFast]:
+        """The reader ``lstm_config.json`` and the tokenizer describe, with fresh weights (``load`` and the
+        int8 variant put the stored ones in place)."""
+        model_dir = Path(model_dir)
+        config_path = model_dir / CONFIG_FILE
+        if not config_path.is_file():
+            raise InputError(model_dir, f"not an lstm checkpoint (no {CONFIG_FILE}; train one with family: lstm)")
+        try:
+            config = json.loads(config_path.read_text())
+            if not isinstance(config, dict) or config.get("family") != NAME:
+                raise ValueError(f"family is {config.get('family') if isinstance(config, dict) else None!r}, "
+                                 f"not {NAME!r}")
+            options = _checked_options(config["options"])
+            tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+            model = BiDAF(_vocab_tokens(tokenizer), int(config["embedding_dim"]), options)
+        except InputError as err:
+            raise InputError(config_path, err.problem) from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:
+            raise InputError(model_dir, f"damaged lstm checkpoint ({first_line(err)})") from None
+        model.config = config
+        return model, tokenizer
+
+    def load(self, model_dir: str | Path) -> tuple[BiDAF, PreTrainedTokenizerFast]:
+        """A saved reader in eval mode; needs nothing but ``model_dir``."""
+        model, tokenizer = self._architecture(model_dir)
+        weights = Path(model_dir) / WEIGHTS_FILE
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+            raise InputError(weights, f"damaged lstm weights ({first_line(err)})") from None
+        model.eval()
+        return model, tokenizer
 
 
-def span_logits(model: BiDAF, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Start/end scores [batch, length] (float32); 0 = no answer, non-context positions MASKED_LOGIT."""
-    device = next(model.parameters()).device
-    ids = batch["input_ids"].to(device)
-    mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"])).to(device)
-    return model(ids, batch["token_type_ids"].to(device), mask)
-
-
-def save(model: BiDAF, tokenizer, out_dir: str | Path) -> None:
-    """Weights (safetensors), ``lstm_config.json`` and the tokenizer."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    save_file(state, str(out_dir / WEIGHTS_FILE))
-    (out_dir / CONFIG_FILE).write_text(json.dumps(model.config, indent=2) + "\n")
-    tokenizer.save_pretrained(out_dir)
-
-
-def architecture(model_dir: str | Path) -> tuple[BiDAF, PreTrainedTokenizerFast]:
-    """The reader ``lstm_config.json`` and the tokenizer describe, with fresh weights (``load`` and the
-    int8 variant put the stored ones in place)."""
-    model_dir = Path(model_dir)
-    config_path = model_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise InputError(model_dir, f"not an lstm checkpoint (no {CONFIG_FILE}; train one with family: lstm)")
-    try:
-        config = json.loads(config_path.read_text())
-        if not isinstance(config, dict) or config.get("family") != FAMILY:
-            raise ValueError(f"family is {config.get('family') if isinstance(config, dict) else None!r}, "
-                             f"not {FAMILY!r}")
-        options = resolve_options(config["options"])
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        model = BiDAF(_vocab_tokens(tokenizer), int(config["embedding_dim"]), options)
-    except InputError as err:
-        raise InputError(config_path, err.problem) from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:
-        raise InputError(model_dir, f"damaged lstm checkpoint ({first_line(err)})") from None
-    model.config = config
-    return model, tokenizer
-
-
-def load(model_dir: str | Path) -> tuple[BiDAF, PreTrainedTokenizerFast]:
-    """A saved reader in eval mode; needs nothing but ``model_dir``."""
-    model, tokenizer = architecture(model_dir)
-    weights = Path(model_dir) / WEIGHTS_FILE
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
-        raise InputError(weights, f"damaged lstm weights ({first_line(err)})") from None
-    model.eval()
-    return model, tokenizer
+FAMILY = LstmFamily()

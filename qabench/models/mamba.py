@@ -29,8 +29,9 @@ from qabench import checkpoints
 from qabench.errors import InputError
 from qabench.models import MASKED_LOGIT
 from qabench.models.sequences import reverse_padded
+from qabench.models.span import SpanFamily
 
-FAMILY = "mamba"
+NAME = "mamba"
 DEFAULT_OPTIONS = {"bidirectional": False}
 META_FILE = "mamba.json"
 HEADS_FILE = "mamba_heads.safetensors"
@@ -78,12 +79,6 @@ class MambaSpanModel(nn.Module):
 def _hidden_states(backbone: MambaModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     # use_cache=False: in eval mode MambaModel would otherwise build a generation cache
     return backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-
-
-def span_logits(model: MambaSpanModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    device = next(model.parameters()).device
-    with _linear_time_scan(model):
-        return model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
 
 
 @functools.cache
@@ -290,7 +285,7 @@ def check_scan_hook() -> None:
                                 f"install the locked transformers (./setup.sh) or adapt qabench/models/mamba.py")
 
 
-def _options(options: dict | None) -> dict:
+def _checked_options(options: dict | None) -> dict:
     merged = dict(DEFAULT_OPTIONS)
     for key, value in (options or {}).items():
         if key not in DEFAULT_OPTIONS:
@@ -299,6 +294,18 @@ def _options(options: dict | None) -> dict:
             raise InputError("config", f"mamba option '{key}' must be true or false, not {value!r}")
         merged[key] = value
     return merged
+
+
+def _read_meta(root: Path) -> dict:
+    try:
+        meta = json.loads((root / META_FILE).read_text())
+    except FileNotFoundError:
+        raise InputError(root, f"not a mamba checkpoint (no {META_FILE}; train one with family: mamba)") from None
+    except (OSError, ValueError) as err:
+        raise InputError(root / META_FILE, f"unreadable mamba metadata ({err})") from None
+    if not isinstance(meta, dict) or meta.get("family") != NAME or meta.get("format") != FORMAT_VERSION:
+        raise InputError(root / META_FILE, f"not a format-{FORMAT_VERSION} mamba checkpoint")
+    return meta
 
 
 def _prepare_tokenizer(tokenizer, spec: str):
@@ -338,104 +345,125 @@ def _has_pair_separators(tokenizer) -> bool:
             and None in sequence_ids[sequence_ids.index(0):sequence_ids.index(1)])
 
 
-def load_tokenizer(checkpoint: str | dict, options: dict | None = None):
-    """The tokenizer ``build`` returns, without building the model."""
-    _options(options)
-    if isinstance(checkpoint, dict):
-        if "tokenizer" not in checkpoint:
-            raise InputError("config", "a random-init mamba checkpoint needs a 'tokenizer' spec")
-        spec = checkpoint["tokenizer"]
-    else:
-        spec = checkpoint
-    return _prepare_tokenizer(checkpoints.load_pretrained(AutoTokenizer, spec), spec)
-
-
 def _load_backbone(spec: str) -> MambaModel:
     # fp32 master weights whatever dtype the checkpoint was stored in (bf16 runs use autocast)
     return checkpoints.load_pretrained(MambaModel, spec, dtype=torch.float32)
 
 
-def build(checkpoint: str | dict, seed: int, options: dict | None = None):
-    """Model, tokenizer and where the weights came from.
+class MambaFamily(SpanFamily):
+    name = NAME
+    default_options = DEFAULT_OPTIONS
+    lora_targets = ("in_proj", "x_proj", "out_proj")
+    head_modules = ("span_head", "null_head")
 
-    ``checkpoint`` is a spec string (hub id, directory, ``pip:package``) of a Mamba checkpoint, or
-    ``{"random_init": {MambaConfig fields}, "tokenizer": spec}`` (vocab_size from the tokenizer), optionally
-    with ``"embeddings": spec`` (word embeddings of both directions copied from that checkpoint).
-    With ``bidirectional`` the backward backbone starts from the same pretrained weights, or from its
-    own random init.
-    """
-    opts = _options(options)
-    check_scan_hook()
-    tokenizer = load_tokenizer(checkpoint, opts)
-    torch.manual_seed(seed)
-    if isinstance(checkpoint, dict):
-        if not isinstance(checkpoint.get("random_init"), dict):
-            raise InputError("config", "a mamba checkpoint given as a mapping needs 'random_init' (MambaConfig fields)")
-        fields = dict(checkpoint["random_init"])
-        unknown = sorted(k for k in fields if not hasattr(MambaConfig(), k))
-        if unknown:
-            raise InputError("config", f"random_init: {', '.join(unknown)} not MambaConfig fields "
-                                       f"(e.g. hidden_size, num_hidden_layers, state_size, expand, conv_kernel)")
-        fields.setdefault("vocab_size", len(tokenizer))
-        config = MambaConfig(**fields)
-        forward = MambaModel(config)
-        backward = MambaModel(config) if opts["bidirectional"] else None
-        origin = f"random init (mamba, {config.num_hidden_layers} layers, hidden {config.hidden_size}"
-        origin += ", bidirectional)" if opts["bidirectional"] else ")"
-        origin += checkpoints.init_embeddings_from(checkpoint, [m for m in (forward, backward) if m is not None],
-                                                   len(tokenizer))
-    else:
-        forward = _load_backbone(checkpoint)
-        backward = _load_backbone(checkpoint) if opts["bidirectional"] else None
-        origin = checkpoint + (" (bidirectional)" if opts["bidirectional"] else "")
-    if len(tokenizer) > forward.config.vocab_size:
-        raise InputError(str(checkpoint), f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
-                                          f"only {forward.config.vocab_size}")
-    return MambaSpanModel(forward, backward), tokenizer, origin
+    def resolve_options(self, options: dict | None) -> dict:
+        return _checked_options(options)
+
+    def recognizes(self, model_dir: Path) -> bool | None:
+        return True if (Path(model_dir) / META_FILE).is_file() else None
+
+    def implementation(self, model) -> str:
+        return kernel_path(model)
+
+    def architecture(self, model_dir) -> MambaSpanModel:
+        """Backbones as their configs describe them and fresh heads, all with random weights."""
+        root = Path(model_dir)
+        meta = _read_meta(root)
+        backbones = [MambaModel(MambaConfig.from_pretrained(str(root / part)))
+                     for part in (FORWARD_DIR, BACKWARD_DIR)[: 2 if meta.get("bidirectional") else 1]]
+        return MambaSpanModel(*backbones)
+
+    def load_tokenizer(self, checkpoint: str | dict, options: dict | None = None):
+        """The tokenizer ``build`` returns, without building the model."""
+        _checked_options(options)
+        if isinstance(checkpoint, dict):
+            if "tokenizer" not in checkpoint:
+                raise InputError("config", "a random-init mamba checkpoint needs a 'tokenizer' spec")
+            spec = checkpoint["tokenizer"]
+        else:
+            spec = checkpoint
+        return _prepare_tokenizer(checkpoints.load_pretrained(AutoTokenizer, spec), spec)
+
+    def build(self, checkpoint: str | dict, seed: int, options: dict | None = None):
+        """Model, tokenizer and where the weights came from.
+
+        ``checkpoint`` is a spec string (hub id, directory, ``pip:package``) of a Mamba checkpoint, or
+        ``{"random_init": {MambaConfig fields}, "tokenizer": spec}`` (vocab_size from the tokenizer), optionally
+        with ``"embeddings": spec`` (word embeddings of both directions copied from that checkpoint).
+        With ``bidirectional`` the backward backbone starts from the same pretrained weights, or from its
+        own random init.
+        """
+        opts = _checked_options(options)
+        check_scan_hook()
+        tokenizer = self.load_tokenizer(checkpoint, opts)
+        torch.manual_seed(seed)
+        if isinstance(checkpoint, dict):
+            if not isinstance(checkpoint.get("random_init"), dict):
+                raise InputError("config", "a mamba checkpoint given as a mapping needs 'random_init' (MambaConfig fields)")
+            fields = dict(checkpoint["random_init"])
+            unknown = sorted(k for k in fields if not hasattr(MambaConfig(), k))
+            if unknown:
+                raise InputError("config", f"random_init: {', '.join(unknown)} not MambaConfig fields "
+                                           f"(e.g. hidden_size, num_hidden_layers, state_size, expand, conv_kernel)")
+            fields.setdefault("vocab_size", len(tokenizer))
+            config = MambaConfig(**fields)
+            forward = MambaModel(config)
+            backward = MambaModel(config) if opts["bidirectional"] else None
+            origin = f"random init (mamba, {config.num_hidden_layers} layers, hidden {config.hidden_size}"
+            origin += ", bidirectional)" if opts["bidirectional"] else ")"
+            origin += checkpoints.init_embeddings_from(checkpoint, [m for m in (forward, backward) if m is not None],
+                                                       len(tokenizer))
+        else:
+            forward = _load_backbone(checkpoint)
+            backward = _load_backbone(checkpoint) if opts["bidirectional"] else None
+            origin = checkpoint + (" (bidirectional)" if opts["bidirectional"] else "")
+        if len(tokenizer) > forward.config.vocab_size:
+            raise InputError(str(checkpoint), f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
+                                              f"only {forward.config.vocab_size}")
+        return MambaSpanModel(forward, backward), tokenizer, origin
+
+    def span_logits(self, model: MambaSpanModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(model.parameters()).device
+        with _linear_time_scan(model):
+            return model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+
+    def save(self, model: MambaSpanModel, tokenizer, out_dir) -> None:
+        """Backbones with save_pretrained in subfolders, heads and options beside them, the tokenizer on top."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.forward_backbone.save_pretrained(out / FORWARD_DIR)
+        if model.backward_backbone is not None:
+            model.backward_backbone.save_pretrained(out / BACKWARD_DIR)
+        heads = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
+                 if name.startswith(("span_head.", "null_head."))}
+        safetensors.torch.save_file(heads, str(out / HEADS_FILE))
+        meta = {"family": NAME, "format": FORMAT_VERSION, "bidirectional": model.bidirectional}
+        (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        tokenizer.save_pretrained(out)
+
+    def load(self, model_dir) -> tuple[MambaSpanModel, object]:
+        """A directory written by ``save``, in eval mode."""
+        root = Path(model_dir)
+        check_scan_hook()
+        meta = _read_meta(root)
+        forward = _load_backbone(str(root / FORWARD_DIR))
+        backward = _load_backbone(str(root / BACKWARD_DIR)) if meta.get("bidirectional") else None
+        model = MambaSpanModel(forward, backward)
+        try:
+            heads = safetensors.torch.load_file(str(root / HEADS_FILE))
+        except (OSError, safetensors.SafetensorError) as err:
+            raise InputError(root / HEADS_FILE, f"cannot read the span heads ({err})") from None
+        try:
+            missing, unexpected = model.load_state_dict(heads, strict=False)
+        except RuntimeError as err:  # shapes that do not fit
+            raise InputError(root / HEADS_FILE, f"span heads do not fit the backbone ({err})") from None
+        missing = [name for name in missing if name.startswith(("span_head.", "null_head."))]
+        if missing or unexpected:
+            raise InputError(root / HEADS_FILE, f"span heads do not fit the backbone (missing {missing}, "
+                                                f"unexpected {unexpected})")
+        tokenizer = _prepare_tokenizer(checkpoints.load_pretrained(AutoTokenizer, str(root)), str(root))
+        model.eval()
+        return model, tokenizer
 
 
-def save(model: MambaSpanModel, tokenizer, out_dir) -> None:
-    """Backbones with save_pretrained in subfolders, heads and options beside them, the tokenizer on top."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.forward_backbone.save_pretrained(out / FORWARD_DIR)
-    if model.backward_backbone is not None:
-        model.backward_backbone.save_pretrained(out / BACKWARD_DIR)
-    heads = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()
-             if name.startswith(("span_head.", "null_head."))}
-    safetensors.torch.save_file(heads, str(out / HEADS_FILE))
-    meta = {"family": FAMILY, "format": FORMAT_VERSION, "bidirectional": model.bidirectional}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    tokenizer.save_pretrained(out)
-
-
-def load(model_dir) -> tuple[MambaSpanModel, object]:
-    """A directory written by ``save``, in eval mode."""
-    root = Path(model_dir)
-    check_scan_hook()
-    try:
-        meta = json.loads((root / META_FILE).read_text())
-    except FileNotFoundError:
-        raise InputError(model_dir, f"not a mamba checkpoint (no {META_FILE}; train one with family: mamba)") from None
-    except (OSError, ValueError) as err:
-        raise InputError(root / META_FILE, f"unreadable mamba metadata ({err})") from None
-    if not isinstance(meta, dict) or meta.get("family") != FAMILY or meta.get("format") != FORMAT_VERSION:
-        raise InputError(root / META_FILE, f"not a format-{FORMAT_VERSION} mamba checkpoint")
-    forward = _load_backbone(str(root / FORWARD_DIR))
-    backward = _load_backbone(str(root / BACKWARD_DIR)) if meta.get("bidirectional") else None
-    model = MambaSpanModel(forward, backward)
-    try:
-        heads = safetensors.torch.load_file(str(root / HEADS_FILE))
-    except (OSError, safetensors.SafetensorError) as err:
-        raise InputError(root / HEADS_FILE, f"cannot read the span heads ({err})") from None
-    try:
-        missing, unexpected = model.load_state_dict(heads, strict=False)
-    except RuntimeError as err:  # shapes that do not fit
-        raise InputError(root / HEADS_FILE, f"span heads do not fit the backbone ({err})") from None
-    missing = [name for name in missing if name.startswith(("span_head.", "null_head."))]
-    if missing or unexpected:
-        raise InputError(root / HEADS_FILE, f"span heads do not fit the backbone (missing {missing}, "
-                                            f"unexpected {unexpected})")
-    tokenizer = _prepare_tokenizer(checkpoints.load_pretrained(AutoTokenizer, str(root)), str(root))
-    model.eval()
-    return model, tokenizer
+FAMILY = MambaFamily()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -24,18 +25,19 @@ from qabench.batching import sorted_batches
 from qabench.data import Example
 from qabench.errors import InputError
 from qabench.metrics import normalize_answer
-from qabench.postprocess import Candidate, PredictionResult, answer_questions, run_stats
+from qabench.models import Family, WindowScores
+from qabench.postprocess import Candidate
 from qabench.progress import bar as progress_bar
 from qabench.windows import WindowSpec, truncate_questions
 
-FAMILY = "t5"
+T5_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5")
 DEFAULT_OPTIONS = {"no_answer_text": "unanswerable", "max_answer_tokens": 32, "num_beams": 1}
 FEATURE_COLUMNS = ["example_index", "example_id", "input_ids", "labels", "window_start", "window_end"]
 IGNORE_INDEX = -100
 PREFIX = "question: {question} context:"
 
 
-def resolve_options(options: dict | None) -> dict:
+def _checked_options(options: dict | None) -> dict:
     """``options`` over the defaults; unknown keys are an error (a typo would silently change nothing)."""
     options = dict(options or {})
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
@@ -59,48 +61,6 @@ def special_ids(tokenizer) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------- model
-
-
-def load_tokenizer(checkpoint: str | dict, options: dict | None = None):
-    spec = checkpoint["tokenizer"] if isinstance(checkpoint, dict) else checkpoint
-    return checkpoints.load_pretrained(AutoTokenizer, spec)
-
-
-def build(checkpoint: str | dict, seed: int, options: dict | None = None):
-    """Model, tokenizer and weight origin for training.
-
-    ``checkpoint`` is a spec string (``t5-small``, ``google/flan-t5-base``, a directory) or
-    ``{"random_init": {T5Config fields}, "tokenizer": spec}``, optionally with ``"embeddings": spec``
-    (word embeddings copied from that checkpoint).
-    """
-    resolve_options(options)
-    torch.manual_seed(seed)
-    tokenizer = load_tokenizer(checkpoint, options)
-    if not isinstance(checkpoint, dict):
-        return checkpoints.load_pretrained(T5ForConditionalGeneration, checkpoint), tokenizer, checkpoint
-    pad, eos = special_ids(tokenizer)
-    fields = dict(checkpoint["random_init"])
-    if "d_model" in fields and "num_heads" in fields:
-        fields.setdefault("d_kv", fields["d_model"] // fields["num_heads"])
-    fields.update(vocab_size=len(tokenizer), pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad)
-    config = T5Config(**fields)
-    model = T5ForConditionalGeneration(config)
-    origin = f"random init (t5, {config.num_layers} layers, d_model {config.d_model})"
-    origin += checkpoints.init_embeddings_from(checkpoint, [model], len(tokenizer))
-    return model, tokenizer, origin
-
-
-def save(model, tokenizer, out_dir) -> None:
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-
-
-def load(model_dir: str):
-    """A T5 directory (ours or any hub/local T5 checkpoint) for inference."""
-    model = checkpoints.load_pretrained(T5ForConditionalGeneration, model_dir)  # first: clearer error
-    tokenizer = checkpoints.load_pretrained(AutoTokenizer, model_dir)
-    model.eval()
-    return model, tokenizer
 
 
 # -------------------------------------------------------------------------------------------- windows
@@ -169,23 +129,6 @@ def _target_ids(tokenizer, text: str, eos: int) -> np.ndarray:
     return np.asarray([*ids, eos], np.int32)
 
 
-def make_features(examples: list[Example], tokenizer, spec: WindowSpec, options: dict | None = None,
-                  example_offset: int = 0) -> pd.DataFrame:
-    """One row per window: input ids, target ids (answer or no-answer text, then EOS) and the
-    window's character range in the context (``window_start``, ``window_end``)."""
-    options = resolve_options(options)
-    windows = _windows(examples, tokenizer, spec, options["no_answer_text"], example_offset)
-    rows = {
-        "example_index": [w.example_index for w in windows],
-        "example_id": [examples[w.example_index - example_offset].id for w in windows],
-        "input_ids": [w.input_ids for w in windows],
-        "labels": [w.labels for w in windows],
-        "window_start": [int(w.offsets[0, 0]) if len(w.offsets) else 0 for w in windows],
-        "window_end": [int(w.offsets[-1, 1]) if len(w.offsets) else 0 for w in windows],
-    }
-    return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
-
-
 # ----------------------------------------------------------------------------------------- training
 
 
@@ -219,34 +162,6 @@ def _sequence_logprobs(model, encoder_outputs, attention_mask: torch.Tensor, lab
     return (picked * keep).sum(-1)
 
 
-def batch_loss(model, tokenizer, features: pd.DataFrame) -> Callable[..., tuple[torch.Tensor, int]]:
-    """``loss_fn(indices)`` -> (mean token cross-entropy over the rows' targets, input tokens).
-
-    ``loss_fn(indices, batch)`` gives the rows' share of that mean over the whole ``batch`` (the
-    summed cross-entropy of the rows' target tokens over the batch's target token count), as
-    ``train.train`` asks of it under several processes.
-    """
-    pad, _ = special_ids(tokenizer)
-    ids = features["input_ids"].tolist()
-    labels = features["labels"].tolist()
-
-    def loss_fn(indices: np.ndarray, batch: np.ndarray | None = None) -> tuple[torch.Tensor, int]:
-        inputs, mask = _pad_inputs([ids[i] for i in indices], pad)
-        targets = _pad([labels[i] for i in indices], IGNORE_INDEX)
-        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=targets)
-        logits = model(input_ids=inputs, attention_mask=mask, decoder_input_ids=decoder_input_ids).logits
-        if batch is None:
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
-                                                     ignore_index=IGNORE_INDEX)
-        else:
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
-                                                     ignore_index=IGNORE_INDEX, reduction="sum")
-            loss = loss / sum(len(labels[i]) for i in batch)
-        return loss, int(mask.sum())
-
-    return loss_fn
-
-
 # ---------------------------------------------------------------------------------------- inference
 
 
@@ -274,31 +189,6 @@ def _snap_to_context(answer_ids: np.ndarray, window: _Window, context: str) -> s
     start = hits[0]
     # strip: a SentencePiece token's offsets include the space before the word
     return context[window.offsets[start, 0]:window.offsets[start + n - 1, 1]].strip()
-
-
-def predict(model, tokenizer, examples: list[Example], settings: dict, batch_size: int = 64,
-            threshold: float = 0.0, precision: str = "fp32", progress: bool = True) -> PredictionResult:
-    """Generate an answer per window, score it and the no-answer text, and decide per question.
-
-    A window whose generation is the no-answer text (or empty) is decoded again with the first
-    token of the no-answer text, EOS and pad banned at the first step: its answer candidate is then the
-    best sequence that does not start like the abstention (an approximation of the best non-null
-    sequence that costs one more generation only for those windows).
-    """
-    options = resolve_options(settings.get("options"))
-    spec = WindowSpec(settings["max_length"], settings["stride"], settings["max_question_tokens"])
-    generation = _Generation.of(model, tokenizer, options)
-    t0 = time.perf_counter()
-    windows = _windows(examples, tokenizer, spec, options["no_answer_text"])
-    t1 = time.perf_counter()
-    candidates = _score_windows(model, tokenizer, generation, windows, examples, batch_size, precision, progress)
-    t2 = time.perf_counter()
-    answers = answer_questions([example.id for example in examples],
-                               ((window.example_index, candidate) for window, candidate in zip(windows, candidates)))
-    t3 = time.perf_counter()
-    stats = run_stats(len(examples), len(windows), sum(len(w.input_ids) for w in windows), (t0, t1, t2, t3),
-                      batch_size, precision, torch.get_num_threads())
-    return PredictionResult.from_answers(answers, threshold, stats)
 
 
 @dataclass(frozen=True)
@@ -381,3 +271,123 @@ def _decode_answer(tokenizer, generation: _Generation, window: _Window, generate
     if text is None:
         text = tokenizer.decode(answer_ids.tolist(), skip_special_tokens=True).strip()
     return answer_ids, text
+
+
+class T5Family(Family):
+    name = "t5"
+    default_options = DEFAULT_OPTIONS
+    feature_columns = ("input_ids", "labels")
+    lora_targets = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")
+
+    def resolve_options(self, options: dict | None) -> dict:
+        return _checked_options(options)
+
+    def recognizes(self, model_dir: Path) -> bool | None:
+        model_type = checkpoints.saved_model_type(model_dir)
+        return None if model_type is None else model_type in T5_MODEL_TYPES
+
+    def architecture(self, model_dir):
+        return T5ForConditionalGeneration(T5Config.from_pretrained(str(model_dir)))
+
+    def load_tokenizer(self, checkpoint: str | dict, options: dict | None = None):
+        spec = checkpoint["tokenizer"] if isinstance(checkpoint, dict) else checkpoint
+        return checkpoints.load_pretrained(AutoTokenizer, spec)
+
+    def build(self, checkpoint: str | dict, seed: int, options: dict | None = None):
+        """Model, tokenizer and weight origin for training.
+
+        ``checkpoint`` is a spec string (``t5-small``, ``google/flan-t5-base``, a directory) or
+        ``{"random_init": {T5Config fields}, "tokenizer": spec}``, optionally with ``"embeddings": spec``
+        (word embeddings copied from that checkpoint).
+        """
+        _checked_options(options)
+        torch.manual_seed(seed)
+        tokenizer = self.load_tokenizer(checkpoint, options)
+        if not isinstance(checkpoint, dict):
+            return checkpoints.load_pretrained(T5ForConditionalGeneration, checkpoint), tokenizer, checkpoint
+        pad, eos = special_ids(tokenizer)
+        fields = dict(checkpoint["random_init"])
+        if "d_model" in fields and "num_heads" in fields:
+            fields.setdefault("d_kv", fields["d_model"] // fields["num_heads"])
+        fields.update(vocab_size=len(tokenizer), pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad)
+        config = T5Config(**fields)
+        model = T5ForConditionalGeneration(config)
+        origin = f"random init (t5, {config.num_layers} layers, d_model {config.d_model})"
+        origin += checkpoints.init_embeddings_from(checkpoint, [model], len(tokenizer))
+        return model, tokenizer, origin
+
+    def save(self, model, tokenizer, out_dir) -> None:
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+
+    def load(self, model_dir: str):
+        """A T5 directory (ours or any hub/local T5 checkpoint) for inference."""
+        model = checkpoints.load_pretrained(T5ForConditionalGeneration, model_dir)  # first: clearer error
+        tokenizer = checkpoints.load_pretrained(AutoTokenizer, model_dir)
+        model.eval()
+        return model, tokenizer
+
+    def make_features(self, examples: list[Example], tokenizer, spec: WindowSpec, options: dict | None = None,
+                      example_offset: int = 0) -> pd.DataFrame:
+        """One row per window: input ids, target ids (answer or no-answer text, then EOS) and the
+        window's character range in the context (``window_start``, ``window_end``)."""
+        options = _checked_options(options)
+        windows = _windows(examples, tokenizer, spec, options["no_answer_text"], example_offset)
+        rows = {
+            "example_index": [w.example_index for w in windows],
+            "example_id": [examples[w.example_index - example_offset].id for w in windows],
+            "input_ids": [w.input_ids for w in windows],
+            "labels": [w.labels for w in windows],
+            "window_start": [int(w.offsets[0, 0]) if len(w.offsets) else 0 for w in windows],
+            "window_end": [int(w.offsets[-1, 1]) if len(w.offsets) else 0 for w in windows],
+        }
+        return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
+
+    def batch_loss(self, model, tokenizer, features: pd.DataFrame) -> Callable[..., tuple[torch.Tensor, int]]:
+        """``loss_fn(indices)`` -> (mean token cross-entropy over the rows' targets, input tokens).
+
+        ``loss_fn(indices, batch)`` gives the rows' share of that mean over the whole ``batch`` (the
+        summed cross-entropy of the rows' target tokens over the batch's target token count), as
+        ``train.train`` asks of it under several processes.
+        """
+        pad, _ = special_ids(tokenizer)
+        ids = features["input_ids"].tolist()
+        labels = features["labels"].tolist()
+
+        def loss_fn(indices: np.ndarray, batch: np.ndarray | None = None) -> tuple[torch.Tensor, int]:
+            inputs, mask = _pad_inputs([ids[i] for i in indices], pad)
+            targets = _pad([labels[i] for i in indices], IGNORE_INDEX)
+            decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=targets)
+            logits = model(input_ids=inputs, attention_mask=mask, decoder_input_ids=decoder_input_ids).logits
+            if batch is None:
+                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                                         ignore_index=IGNORE_INDEX)
+            else:
+                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
+                                                         ignore_index=IGNORE_INDEX, reduction="sum")
+                loss = loss / sum(len(labels[i]) for i in batch)
+            return loss, int(mask.sum())
+
+        return loss_fn
+
+    def score_windows(self, model, tokenizer, examples: list[Example], settings: dict, batch_size: int,
+                      precision: str, progress: bool) -> WindowScores:
+        """Generate an answer per window and score it and the no-answer text.
+
+        A window whose generation is the no-answer text (or empty) is decoded again with the first
+        token of the no-answer text, EOS and pad banned at the first step: its answer candidate is then the
+        best sequence that does not start like the abstention (an approximation of the best non-null
+        sequence that costs one more generation only for those windows).
+        """
+        options = _checked_options(settings.get("options"))
+        spec = WindowSpec(settings["max_length"], settings["stride"], settings["max_question_tokens"])
+        generation = _Generation.of(model, tokenizer, options)
+        windows = _windows(examples, tokenizer, spec, options["no_answer_text"])
+        windowed_at = time.perf_counter()
+        candidates = _score_windows(model, tokenizer, generation, windows, examples, batch_size, precision, progress)
+        scored_at = time.perf_counter()
+        return WindowScores([(window.example_index, candidate) for window, candidate in zip(windows, candidates)],
+                            len(windows), sum(len(w.input_ids) for w in windows), windowed_at, scored_at)
+
+
+FAMILY = T5Family()

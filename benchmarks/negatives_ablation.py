@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="answerable training questions (2,000 at batch 32 learn too little: HasAns F1 11)")
     parser.add_argument("--negatives-share", type=float, default=0.25,
                         help="negatives per answerable question (entity_swap yields about 0.27)")
+    parser.add_argument("--holdout-articles", type=int, default=20, help="whole training articles held out")
     parser.add_argument("--holdout-questions", type=int, default=800)
     parser.add_argument("--dev-questions", type=int, default=2000)
     parser.add_argument("--recipes", nargs="*", help="subset of: none, " + ", ".join(KINDS) + ", mixed")
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, fractions in chosen.items():
         t0 = time.perf_counter()
         every_kind = {kind: 1.0 for kind in fractions}
-        train_set, holdout, _ = prepare(source, max_questions=args.positives, holdout_articles=20,
+        train_set, holdout, _ = prepare(source, max_questions=args.positives, holdout_articles=args.holdout_articles,
                                         holdout_questions=args.holdout_questions, seed=args.seed)
         train_set = add_negatives(train_set, every_kind, args.seed)
         holdout = add_negatives(holdout, every_kind, args.seed + 1)

@@ -26,7 +26,8 @@ from qabench.data import load_squad
 from qabench.windows import WindowSpec
 from qabench.io import write_json
 from qabench.negatives import KINDS, add_negatives
-from qabench.predict import load_model, predict
+from qabench.model_dir import load_model
+from qabench.predict import predict
 from qabench.prepare import prepare
 from qabench.threshold import choose as choose_threshold
 from qabench.train import TrainSettings

@@ -44,7 +44,8 @@ from qabench.windows import WindowSpec
 from qabench.models.span import tokenize_examples
 from qabench.io import write_json
 from qabench.metrics import evaluate
-from qabench.predict import load_model, predict
+from qabench.model_dir import load_model
+from qabench.predict import predict
 
 ROOT = Path(__file__).resolve().parent.parent
 HF_VENV = ROOT / ".venv-hf457"

@@ -34,7 +34,8 @@ from qabench import config as qconfig
 from qabench import metrics
 from qabench.data import load_squad
 from qabench.io import read_json, write_json
-from qabench.predict import load_model, predict
+from qabench.model_dir import load_model
+from qabench.predict import predict
 from qabench.prepare import prepare
 from qabench.prepare import top_up as top_up_examples
 

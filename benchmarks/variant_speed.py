@@ -28,7 +28,8 @@ import torch
 from qabench import efficiency
 from qabench.data import read_examples
 from qabench.io import write_json
-from qabench.predict import load_model, predict
+from qabench.model_dir import load_model
+from qabench.predict import predict
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from pathlib import Path
 
 import jsonschema
@@ -12,6 +11,7 @@ import yaml
 
 from qabench import compression, models
 from qabench.errors import InputError
+from qabench.names import NAME
 from qabench.windows import WindowSpec
 from qabench.io import first_line
 
@@ -177,9 +177,6 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
     return config
 
 
-# names become parts of paths (results/, logs/) and of wildcard patterns: ASCII letters, digits, _ and -,
-# not starting with - (it would read as an option)
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 RESERVED = {"data.train_sets": "default", "compression": "base"}
 
 

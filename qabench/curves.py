@@ -16,7 +16,8 @@ from qabench import metrics, train
 from qabench import threshold as abstain_threshold
 from qabench.data import Example
 from qabench.io import read_json
-from qabench.predict import load_model, predict
+from qabench.model_dir import load_model
+from qabench.predict import predict
 from qabench.progress import bar as progress_bar
 
 EVAL_KEYS = ("exact", "f1", "HasAns_f1", "NoAns_exact", "best_f1")

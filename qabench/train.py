@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 
 from qabench import devices
-from qabench.batching import grouped_training_batches, pad_batch, training_width
+from qabench.batching import grouped_training_batches
 from qabench.errors import InputError
 from qabench.io import atomic_path, exclusive, first_line
 from qabench.progress import bar as progress_bar

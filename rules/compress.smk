@@ -25,7 +25,8 @@ rule compress:
     conda:
         model_env
     shell:
-        "python -m workflow_scripts.compress --method {params.method:q} --base {input.base:q} --out {output:q} "
+        "python -m workflow_scripts.compress --method {params.method:q} --variant {wildcards.variant:q} "
+        "--base {input.base:q} --out {output:q} "
         "--options {params.options:q} --manifest {input.manifest:q} --examples {input.examples:q} "
         "--state-dir {params.state_dir:q} --seed {params.seed} --threads {threads} "
         "> {log:q} 2>&1"

@@ -87,10 +87,8 @@ def model_directories(trained_encoder, tmp_path_factory):
     encoder, untrained tiny lstm/t5/mamba bases saved as the train rule saves them, int8 (eager, every
     family; inductor), onnx, and the variants that train (pruned, distilled, lora, qlora) after a few steps.
     For loaders and their refusals, not for answer quality."""
-    from qabench import finetune, models
+    from qabench import model_dir, models
     from qabench.compression import distilled, int8, lora, onnx, pruned, qlora
-    from qabench.models import lstm, mamba, t5
-    from qabench.predict import DEFAULT_SETTINGS
 
     base, data = trained_encoder
     root = tmp_path_factory.mktemp("model-directories")
@@ -107,10 +105,10 @@ def model_directories(trained_encoder, tmp_path_factory):
     for name, (checkpoint, options) in tiny.items():
         family = name.split("_")[0]
         model, tokenizer, origin = models.family(family).build(checkpoint, 0, options)
-        settings = {**DEFAULT_SETTINGS, **TRAINED_WINDOW, "family": family, "variant": "base", "origin": origin,
-                    "checkpoint": checkpoint, "options": options}
-        finetune.save_model_dir(root / name, lambda d, m=model, t=tokenizer, f=family: models.family(f).save(m, t, d),
-                                settings, {})
+        settings = model_dir.base_settings(family, TRAINED_WINDOW, checkpoint=checkpoint, origin=origin,
+                                           options=options)
+        model_dir.write(root / name, lambda d, m=model, t=tokenizer, f=family: models.family(f).save(m, t, d),
+                        settings, {})
         directories[name] = root / name
     for family in ("encoder", "lstm", "t5", "mamba"):
         int8.make(directories[family], root / f"{family}-int8", options={}, seed=0)

@@ -81,7 +81,8 @@ def ws(trained_encoder, tmp_path_factory, tokenizer):
     from qabench.windows import WindowSpec
     from qabench.models.span import tokenize_examples
     from qabench.io import write_json, write_parquet
-    from qabench.predict import load_model, predict
+    from qabench.model_dir import load_model
+    from qabench.predict import predict
 
     root = tmp_path_factory.mktemp("bad-inputs")
     examples = load_squad(TINY_TRAIN)

@@ -52,13 +52,13 @@ def test_methods_that_train_take_a_device_option(method):
 def test_predict_runs_a_variant_where_asked_unless_it_keeps_its_device(monkeypatch, variant, moved):
     # a LoRA trained on a GPU records compression.device "cuda" but runs wherever predict asks;
     # int8 and qlora run on the device of their kernels, onnx in ONNX Runtime
-    from qabench import compression, models, predict
+    from qabench import compression, model_dir, models
 
     model = torch.nn.Linear(2, 2)
-    settings = {"variant": variant, "family": "encoder"}
+    settings = {"method": variant, "variant": variant, "family": "encoder"}
     if variant != "base":
         settings["compression"] = {"method": variant, "device": "cuda"}
-    monkeypatch.setattr(predict, "read_settings", lambda path: settings)
+    monkeypatch.setattr(model_dir, "read_settings", lambda path: settings)
     monkeypatch.setattr(devices, "check", lambda device: device)
     if variant == "base":
         monkeypatch.setattr(models.family("encoder"), "load", lambda path: (model, None))
@@ -66,5 +66,5 @@ def test_predict_runs_a_variant_where_asked_unless_it_keeps_its_device(monkeypat
         monkeypatch.setattr(compression.method(variant), "load", lambda path, s: (model, None))
     calls = []
     monkeypatch.setattr(devices, "move", lambda m, device: calls.append(device) or m)
-    predict.load_model("some/dir", device="cuda")
+    model_dir.load_model("some/dir", device="cuda")
     assert calls == (["cuda"] if moved else [])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import TINY_DEV, TINY_MODEL, TINY_TRAIN
-from qabench import finetune
+from qabench import finetune, model_dir
 from qabench.batching import pad_batch
 from qabench.compression import TrainingData, distilled
 from qabench.data import load_squad
@@ -16,7 +16,8 @@ from qabench.errors import InputError
 from qabench.windows import WindowSpec
 from qabench.models.span import tokenize_examples
 from qabench.models import encoder
-from qabench.predict import DEFAULT_SETTINGS, load_model, predict
+from qabench.model_dir import DEFAULT_SETTINGS, load_model
+from qabench.predict import predict
 from qabench.train import TrainSettings, train
 
 SPEC = WindowSpec(64, 16, 24)
@@ -146,7 +147,7 @@ def test_make_writes_a_variant_that_loads_with_identical_logits(examples, featur
     base_settings = {**DEFAULT_SETTINGS, "max_length": SPEC.max_length, "stride": SPEC.stride,
                      "max_question_tokens": SPEC.max_question_tokens, "family": "encoder", "variant": "base",
                      "checkpoint": TEACHER, "options": {}}
-    finetune.save_model_dir(base, lambda d: encoder.FAMILY.save(base_model, base_tokenizer, d), base_settings, {})
+    model_dir.write(base, lambda d: encoder.FAMILY.save(base_model, base_tokenizer, d), base_settings, {})
 
     trained, initial = [], []
 

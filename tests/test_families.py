@@ -15,7 +15,8 @@ from qabench import compression, finetune, metrics, models
 from qabench.data import load_squad
 from qabench.errors import InputError
 from qabench.models.span import SpanFamily
-from qabench.predict import load_model, predict, read_settings
+from qabench.model_dir import load_model, read_settings
+from qabench.predict import predict
 from qabench.train import TrainSettings
 from qabench.windows import WindowSpec
 

@@ -8,13 +8,15 @@ from torch import nn
 
 from conftest import TINY_DEV, TINY_TRAIN, TRAINED_WINDOW
 from qabench.batching import pad_batch
+from qabench import model_dir
 from qabench.compression import int8
 from qabench.data import load_squad
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
 from qabench.windows import WindowSpec
 from qabench.models.span import tokenize_examples
-from qabench.predict import load_model, predict
+from qabench.model_dir import load_model
+from qabench.predict import predict
 
 WINDOW = TRAINED_WINDOW
 
@@ -86,7 +88,7 @@ def test_predictions_mostly_agree_with_the_base(base_dir, variants, dev):
 def test_save_and_load_are_exact(base_dir, dev, tmp_path, options):
     base, tokenizer, settings = load_model(base_dir)
     options = int8.resolve_options(options)
-    int8.write_architecture("encoder", base, tokenizer, tmp_path)
+    model_dir.write_architecture("encoder", base, tokenizer, tmp_path)
     quantized, _ = int8.quantize(base, options)
     before = predict(quantized, tokenizer, dev, settings, progress=False)
     int8.save(quantized, tmp_path)
@@ -127,7 +129,7 @@ def test_every_family_round_trips_exactly(tokenizer, tmp_path):
         for embeddings in (False, True):
             out = tmp_path / f"{n}-{embeddings}"
             options = int8.resolve_options({"quantize_embeddings": embeddings})
-            int8.write_architecture(family, model.eval(), family_tokenizer, out)
+            model_dir.write_architecture(family, model.eval(), family_tokenizer, out)
             quantized, _ = int8.quantize(model, options)
             int8.save(quantized, out)
             loaded, _ = int8.load(out, {"family": family, "compression": options})

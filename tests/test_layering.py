@@ -70,7 +70,13 @@ def test_the_package_is_found():
 
 @pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("qabench.models")])
 def test_models_do_not_import_what_drives_them(module):
-    assert _imports_any(module, ("qabench.predict", "qabench.features", "qabench.compression")) == []
+    assert _imports_any(module, ("qabench.predict", "qabench.features", "qabench.compression",
+                                 "qabench.model_dir")) == []
+
+
+def test_predict_does_not_import_the_variants_or_the_model_directory():
+    """predict runs a loaded model; loading (qabench.model_dir) finds the method's loader by name."""
+    assert _imports_any("qabench.predict", ("qabench.compression", "qabench.model_dir")) == []
 
 
 def test_postprocess_does_not_import_features():

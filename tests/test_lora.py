@@ -12,9 +12,9 @@ from qabench.data import load_squad
 from qabench.errors import InputError
 from qabench.windows import WindowSpec
 from qabench.models.span import tokenize_examples
-from qabench import models
 from qabench.models import encoder
-from qabench.predict import DEFAULT_SETTINGS, load_model, predict
+from qabench.model_dir import DEFAULT_SETTINGS, load_model
+from qabench.predict import predict
 
 WINDOW = {"max_length": 64, "stride": 16, "max_question_tokens": 24}
 

@@ -9,7 +9,8 @@ from conftest import TINY_DEV
 from qabench.compression import onnx as onnx_variant
 from qabench.data import load_squad
 from qabench.errors import InputError
-from qabench.predict import load_model, predict
+from qabench.model_dir import load_model
+from qabench.predict import predict
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from qabench.errors import InputError
 from qabench.windows import WindowSpec
 from qabench.models.span import tokenize_examples
 from qabench.models import encoder
-from qabench.predict import load_model, predict
+from qabench.model_dir import load_model
+from qabench.predict import predict
 from qabench.train import TrainSettings
 
 WINDOW = {"max_length": 64, "stride": 16, "max_question_tokens": 24}

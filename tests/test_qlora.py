@@ -14,7 +14,8 @@ from qabench.errors import InputError
 from qabench.windows import WindowSpec
 from qabench.models.span import tokenize_examples
 from qabench.models import encoder
-from qabench.predict import DEFAULT_SETTINGS, load_model, predict
+from qabench.model_dir import DEFAULT_SETTINGS, load_model
+from qabench.predict import predict
 from test_lora import WINDOW, write_base_dir
 
 # the CPU 4-bit kernel packs weights in blocks of 64 inputs and 32 outputs: widths of 64 and 128
@@ -83,7 +84,7 @@ def test_saved_and_loaded_model_gives_identical_logits(tmp_path, data):
     lora.save_adapter(peft_model, tmp_path)
     out = tmp_path / "model"
     out.mkdir()
-    qlora.save_files(out, info, tmp_path / lora.ADAPTER_DIR, tokenizer)
+    qlora.save_files(out, info, tmp_path / lora.ADAPTER_DIR)
     settings = {**BASE_SETTINGS, "variant": "qlora", "compression": {"method": "qlora", **opts}}
     loaded, _ = qlora.load(out, settings)
     assert qlora.is_4bit(loaded.bert.encoder.layer[0].attention.self.query.base_layer)
@@ -114,8 +115,10 @@ def test_make_trains_adapters_and_loads(tmp_path, data, monkeypatch):
     assert record["quantized_modules"] == 6 and record["trainable_params"] < 0.01 * record["params"]
     assert record["adapter_bytes"] < 0.01 * record["base_file_bytes"]
 
+    # the directory holds everything loading needs: the original checkpoint is not built again
+    monkeypatch.setattr(type(encoder.FAMILY), "build", lambda *a, **k: pytest.fail("qlora load rebuilt the base"))
     model, tokenizer, settings = load_model(out)
-    assert settings["variant"] == "qlora" and settings["compression"]["quant_type"] == "nf4"
+    assert settings["method"] == settings["variant"] == "qlora" and settings["compression"]["quant_type"] == "nf4"
     assert qlora.is_4bit(model.bert.encoder.layer[0].attention.self.value.base_layer)
     # the reloaded model scores held-out questions exactly as the trained one did
     result = predict(model, tokenizer, HOLDOUT, settings, batch_size=8, progress=False)

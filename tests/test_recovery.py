@@ -59,14 +59,14 @@ def test_outputs_get_the_permissions_the_umask_gives(umask, tmp_path, mask, file
 
 
 def test_a_saved_model_directory_is_readable_by_the_group_under_umask_002(umask, trained_encoder, tmp_path):
-    """The whole directory the train rule writes, through finetune.save_model_dir."""
-    from qabench import finetune
+    """The whole directory the train rule writes, through qabench.model_dir.write."""
+    from qabench import model_dir
     from qabench.models import encoder
-    from qabench.predict import load_model
+    from qabench.model_dir import load_model
 
     umask(0o002)
     model, tokenizer, settings = load_model(trained_encoder[0])
-    finetune.save_model_dir(tmp_path / "copy", lambda d: encoder.FAMILY.save(model, tokenizer, d), settings, {})
+    model_dir.write(tmp_path / "copy", lambda d: encoder.FAMILY.save(model, tokenizer, d), settings, {})
     paths = [tmp_path / "copy", *(tmp_path / "copy").rglob("*")]
     assert len(paths) > 3
     for path in paths:

@@ -19,7 +19,8 @@ from qabench import threshold as abstain_threshold
 from qabench.data import read_examples
 from qabench.errors import run_cli
 from qabench.io import stop_with_snakemake, write_json
-from qabench.predict import load_model, predict
+from qabench.model_dir import load_model
+from qabench.predict import predict
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,17 +16,19 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from qabench import cli, compression
+from qabench import cli, compression, model_dir
 from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
 from qabench.features import check_features_match, read_manifest_features
 from qabench.io import check_positive, stop_with_snakemake
-from qabench.predict import read_settings
+from qabench.model_dir import read_settings
+from qabench.names import NAME
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", required=True, choices=compression.METHODS)
+    parser.add_argument("--variant", help="the variant's own name, saved in its qabench.json (default: the method's)")
     parser.add_argument("--base", required=True, help="the fine-tuned base model directory")
     parser.add_argument("--out", required=True)
     parser.add_argument("--options", default="{}", help="the method's options (JSON object)")
@@ -38,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
     check_positive("--threads", args.threads)
+    if args.variant is not None and (not NAME.fullmatch(args.variant) or args.variant == model_dir.BASE):
+        raise InputError("--variant", f"name {args.variant!r} must be ASCII letters, digits, _ and - (not first), "
+                                      f"not '{model_dir.BASE}'")
     cli.setup(args.threads)
     if not (Path(args.base) / "qabench.json").is_file():
         raise InputError(args.base, "not a model directory written by the train rule (no qabench.json)")
@@ -51,8 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_features_match(features, examples, args.manifest, args.examples)
         data = compression.TrainingData(features, examples)
     compression.method(args.method).make(args.base, args.out, options=options, seed=args.seed, data=data,
-                                         state_dir=args.state_dir)
-    logging.info("%s variant of %s written to %s", args.method, args.base, args.out)
+                                         state_dir=args.state_dir, variant=args.variant)
+    logging.info("%s variant %s of %s written to %s", args.method, args.variant or args.method, args.base, args.out)
     return 0
 
 

@@ -18,7 +18,7 @@ from qabench import cli, devices, efficiency
 from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
 from qabench.io import check_positive, read_json, stop_with_snakemake, write_json
-from qabench.predict import load_model
+from qabench.model_dir import load_model
 from qabench.report import training_wall_s
 
 

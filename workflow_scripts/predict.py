@@ -22,7 +22,8 @@ from qabench import threshold as abstain_threshold
 from qabench.data import read_examples
 from qabench.errors import run_cli
 from qabench.io import check_finite, check_fraction, stop_with_snakemake, write_json
-from qabench.predict import load_model, predict
+from qabench.model_dir import load_model
+from qabench.predict import predict
 
 
 def decision(args: argparse.Namespace) -> tuple[float, str]:

@@ -5,15 +5,16 @@ method, which family capabilities (``qabench.models.CAPABILITIES``) it needs, an
 variant runs only where it was made; reading the registry imports no torch. Each module offers
 
     METHOD: str                       the method's name
-    make(base_dir, out_dir, *, options, seed, data, state_dir) -> None
-        builds the variant from the fine-tuned base in ``base_dir`` (a directory written by
-        qabench.finetune) and writes a complete model directory with qabench.finetune.save_model_dir:
-        weights, qabench.json (the base's settings plus "variant", "base" and the method's options) and
-        training.json (params, trainable_params, training wall time if it trained).
+    make(base_dir, out_dir, *, options, seed, data, state_dir, variant=None) -> None
+        builds the variant named ``variant`` (None: the method's name) from the fine-tuned base in
+        ``base_dir`` (a directory written by qabench.finetune) and writes a complete model directory
+        with qabench.model_dir.write: weights, qabench.json (qabench.model_dir.variant_settings: the
+        base's settings plus method, variant name, base and the method's options) and training.json
+        (params, trainable_params, training wall time if it trained).
         ``data`` is a TrainingData (features, examples) for methods that train, else unused.
     load(model_dir, settings) -> (model, tokenizer)   ready for qabench.predict.predict, eval mode
 
-qabench.predict.load_model dispatches on qabench.json's "variant" ("base" goes to the family).
+qabench.model_dir.load_model dispatches on qabench.json's "method" ("base" goes to the family).
 """
 
 from __future__ import annotations

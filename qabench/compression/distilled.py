@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForQuestionAnswering, PreTrainedModel
 
-from qabench import compression, devices, finetune
+from qabench import compression, devices, finetune, model_dir
 from qabench.batching import pad_batch, training_width
 from qabench.compression import TrainingData, check_train, with_defaults
 from qabench.errors import InputError
 from qabench.models import MASKED_LOGIT, encoder
-from qabench.predict import load_model
+from qabench.model_dir import load_model
 from qabench.models.span import span_loss
 from qabench.train import TrainSettings, train
 
@@ -38,7 +38,7 @@ DEFAULTS = {"student_layers": None, "layer_init": "every_other", "student_checkp
             "device": "cpu"}  # where the teacher and the student run while distilling: cpu or cuda
 LAYER_INITS = ("every_other", "first")
 DEFAULT_TRAIN = {"epochs": 1.0}
-STUDENT_VARIANTS = ("base", "pruned", "distilled")  # variants that load as plain float encoders
+STUDENT_METHODS = ("base", "pruned", "distilled")  # models that load as plain float encoders
 
 
 def kd_loss(student_start: torch.Tensor, student_end: torch.Tensor, teacher_start: torch.Tensor,
@@ -149,11 +149,11 @@ def resolve_options(options: dict, teacher_layers: int | None) -> dict:
 
 def _load_student_checkpoint(spec: str, teacher_tokenizer) -> PreTrainedModel:
     student, tokenizer, settings = load_model(spec)
-    variant = settings.get("variant", "base")
-    if not compression.applies(METHOD, settings["family"]) or variant not in STUDENT_VARIANTS \
+    method = model_dir.method_of(settings)
+    if not compression.applies(METHOD, settings["family"]) or method not in STUDENT_METHODS \
             or not isinstance(student, PreTrainedModel):
-        raise InputError(spec, f"student_checkpoint must be a float encoder ({', '.join(STUDENT_VARIANTS)} "
-                               f"variants), not {settings.get('family')}/{variant}")
+        raise InputError(spec, f"student_checkpoint must be a float encoder ({', '.join(STUDENT_METHODS)} "
+                               f"models), not {settings.get('family')}/{method}")
     if tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
         raise InputError(spec, "student_checkpoint has another vocabulary than the teacher (the windows are the teacher's)")
     for parameter in student.parameters():
@@ -162,14 +162,13 @@ def _load_student_checkpoint(spec: str, teacher_tokenizer) -> PreTrainedModel:
 
 
 def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int, data: TrainingData | None,
-         state_dir: str | Path | None) -> None:
+         state_dir: str | Path | None, variant: str | None = None) -> None:
     """Distil the base in ``base_dir`` into a smaller encoder and write it as a model directory."""
     if data is None:
         raise InputError(base_dir, "distillation trains: it needs the base's training windows")
     resolve_options(options, None)  # refuse bad options before the teacher is loaded
     teacher, tokenizer, base_settings = load_model(base_dir)
-    if base_settings.get("variant", "base") != "base":
-        raise InputError(base_dir, f"the teacher must be a fine-tuned base, not a {base_settings['variant']} variant")
+    model_dir.require_base(base_settings, base_dir, METHOD)
     compression.check_applies(METHOD, base_settings["family"], base_dir)
     teacher.eval()
     teacher.requires_grad_(False)
@@ -195,8 +194,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
     state = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="distilled-state-"))
     stats = train(student, data.features, batch_loss, settings_train, state)
 
-    settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "origin": origin,
-                "compression": {"method": METHOD, **opts}}
+    settings = model_dir.variant_settings(base_settings, base_dir, METHOD, variant, opts, origin=origin)
     student.to("cpu")
     record = {**stats, **finetune.parameter_counts(student), "device": device,
               "teacher_params": finetune.parameter_counts(teacher)["params"],
@@ -204,7 +202,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
               "kept_teacher_layers": layers, "distillation": {k: opts[k] for k in ("alpha", "temperature")},
               "settings": asdict(settings_train),
               "data": {"questions": len(data.examples), "windows": len(data.features)}}
-    finetune.save_model_dir(out_dir, lambda tmp: encoder.FAMILY.save(student, tokenizer, tmp), settings, record, state)
+    model_dir.write(out_dir, lambda tmp: encoder.FAMILY.save(student, tokenizer, tmp), settings, record, state)
 
 
 def load(model_dir: str, settings: dict):

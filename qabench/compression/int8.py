@@ -43,15 +43,13 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
-from qabench import models
-from qabench import compression
+from qabench import compression, model_dir, models
 from qabench.compression import with_defaults
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
-from qabench.finetune import save_model_dir
 from qabench.io import first_line
 from qabench.models import encoder
-from qabench.predict import DEFAULT_SETTINGS, load_model, read_settings
+from qabench.model_dir import DEFAULT_SETTINGS, load_model, read_settings
 
 METHOD = "int8"
 DEFAULT_OPTIONS = {
@@ -65,8 +63,6 @@ WEIGHTS_FILE = "int8_weights.safetensors"
 FORMAT_VERSION = 2
 # format 1 stored pickles (a whole module, or an exported program); they are refused, never loaded
 OLD_FILES = ("int8_model.pt", "int8_program.pt2")
-# files of a family's saved directory that hold weights: the int8 directory keeps the rest (configuration, tokenizer)
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pt2", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack")
 BACKENDS = ("dynamic", "inductor", "bitsandbytes")
 CPU_BACKENDS = ("dynamic", "inductor")
 # Modules whose ``.weight`` the model reads directly (Mamba's slow path does ``dt_proj.weight @ x``);
@@ -279,23 +275,6 @@ def quantize(model: nn.Module, options: dict) -> tuple[nn.Module, int]:
     return quantize_bitsandbytes(model, options["device"])
 
 
-def _is_weight_file(path: Path) -> bool:
-    return path.name.endswith(WEIGHT_SUFFIXES) or path.name.endswith(".index.json")
-
-
-def write_architecture(family: str, model: nn.Module, tokenizer, out_dir: str | Path) -> None:
-    """What the family saves for the float ``model``, less its weight files: the configuration ``load``
-    rebuilds the architecture from, and the tokenizer."""
-    out_dir = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="int8-architecture-") as tmp:
-        models.family(family).save(model, tokenizer, tmp)
-        for path in sorted(Path(tmp).rglob("*")):
-            if path.is_file() and not _is_weight_file(path):
-                target = out_dir / path.relative_to(tmp)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
-
-
 def float_architecture(model_dir: str | Path, family: str) -> nn.Module:
     """The float model that ``model_dir``'s configuration files describe, with random weights (``load``
     quantizes it and replaces every weight)."""
@@ -495,15 +474,14 @@ def _put_program_state(program: torch.export.ExportedProgram, tensors: dict[str,
 
 
 def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = None, seed: int = 0,
-         data=None, state_dir: str | Path | None = None) -> None:
+         data=None, state_dir: str | Path | None = None, variant: str | None = None) -> None:
     """Quantize the base in ``base_dir`` and write the variant to ``out_dir``. ``seed``, ``data`` and
     ``state_dir`` are unused (nothing trains)."""
     options = resolve_options(options)
     if options["backend"] == "dynamic" and options["engine"] is None:
         options["engine"] = torch.backends.quantized.engine  # record which one packed the weights
     base_settings = read_settings(base_dir)
-    if base_settings.get("variant", "base") != "base":
-        raise InputError(base_dir, f"int8 quantizes a base model, not a {base_settings['variant']} variant")
+    model_dir.require_base(base_settings, base_dir, METHOD)
     family = base_settings["family"]
     compression.check_applies(METHOD, family, base_dir)
     if options["backend"] == "inductor" and "export" not in models.capabilities(family):
@@ -513,14 +491,14 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     params = sum(p.numel() for p in model.parameters())
     architecture = Path(tempfile.mkdtemp(prefix="int8-architecture-"))
     try:
-        write_architecture(family, model, tokenizer, architecture)  # before bitsandbytes swaps the Linears
+        model_dir.write_architecture(family, model, tokenizer, architecture)  # before bitsandbytes swaps the Linears
         t0 = time.perf_counter()
         quantized, quantized_weights = quantize(model, options)
         wall = time.perf_counter() - t0
     except BaseException:
         shutil.rmtree(architecture, ignore_errors=True)
         raise
-    settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "compression": {"method": METHOD, **options}}
+    settings = model_dir.variant_settings(base_settings, base_dir, METHOD, variant, options)
     record = {"params": params, "trainable_params": 0, "int8_weights": quantized_weights,
               "int8_fraction": round(quantized_weights / params, 4), "backend": options["backend"],
               "device": options["device"], "quantize_wall_s": round(wall, 2),
@@ -533,7 +511,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
         record["size_ratio"] = round(record["size_mb"] / record["base_size_mb"], 3)
 
     try:
-        save_model_dir(out_dir, write, settings, record)
+        model_dir.write(out_dir, write, settings, record)
     finally:
         shutil.rmtree(architecture, ignore_errors=True)
 

@@ -27,12 +27,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qabench import devices, finetune, models
-from qabench import compression
+from qabench import compression, devices, model_dir, models
 from qabench.compression import check_train, with_defaults
 from qabench.errors import InputError
 from qabench.io import first_line, read_json
-from qabench.predict import read_settings
+from qabench.model_dir import read_settings
 from qabench.train import TrainSettings, train
 
 log = logging.getLogger(__name__)
@@ -80,8 +79,7 @@ def base_settings_for(base_dir: str | Path, method: str) -> dict:
     if not (Path(base_dir) / "qabench.json").is_file():
         raise InputError(base_dir, "not a model directory written by the train rule (no qabench.json)")
     settings = read_settings(base_dir)
-    if settings.get("variant", "base") != "base":
-        raise InputError(base_dir, f"{method} starts from a base model, not a {settings['variant']} variant")
+    model_dir.require_base(settings, base_dir, method)
     compression.check_applies(method, settings["family"], base_dir)
     if "checkpoint" not in settings:
         raise InputError(base_dir, f"{method} retrains from the base's original checkpoint, but its qabench.json "
@@ -184,11 +182,6 @@ def save_adapter(peft_model, out_dir: Path) -> None:
         readme.unlink()
 
 
-def variant_settings(base_settings: dict, base_dir, method: str, options: dict, origin: str) -> dict:
-    return {**base_settings, "variant": method, "base": str(base_dir), "origin": origin,
-            "compression": {"method": method, **options}}
-
-
 def data_counts(data) -> dict:
     return {"questions": len(data.examples), "windows": len(data.features)}
 
@@ -197,7 +190,7 @@ def data_counts(data) -> dict:
 
 
 def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = None, seed: int = 13, data=None,
-         state_dir: str | Path | None = None) -> None:
+         state_dir: str | Path | None = None, variant: str | None = None) -> None:
     """Fine-tune LoRA adapters from the base's original checkpoint; write the merged model and the adapters."""
     if data is None:
         raise InputError(base_dir, "lora trains: it needs the base's training windows")
@@ -220,7 +213,8 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
 
     merged = peft_model.merge_and_unload()
     merged.eval()
-    settings = variant_settings(base_settings, base_dir, METHOD, opts, f"lora (rank {opts['rank']}) from {origin}")
+    settings = model_dir.variant_settings(base_settings, base_dir, METHOD, variant, opts,
+                                          origin=f"lora (rank {opts['rank']}) from {origin}")
     merged.to("cpu")
     params = sum(p.numel() for p in merged.parameters())
     record = {**stats, "params": params, **counts, "device": device, "trainable_fraction": round(counts["trainable_params"] / params, 5),
@@ -233,7 +227,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
         record["adapter_bytes"] = dir_bytes(tmp / ADAPTER_DIR)
         record["merged_bytes"] = dir_bytes(tmp) - record["adapter_bytes"]
 
-    finetune.save_model_dir(out_dir, save, settings, record, state)
+    model_dir.write(out_dir, save, settings, record, state)
 
 
 def check_adapter(model_dir: str | Path) -> None:

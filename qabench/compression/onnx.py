@@ -21,15 +21,15 @@ from torch import nn
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
 from qabench.batching import pad_batch
-from qabench import compression
+from qabench import compression, model_dir
 from qabench.compression import with_defaults
 from qabench.efficiency import disk_size_mb
 from qabench.errors import InputError
 from qabench.windows import WindowSpec
 from qabench.models.span import tokenize_examples
-from qabench.finetune import save_model_dir
 from qabench.models import encoder
-from qabench.predict import load_model, predict, read_settings
+from qabench.model_dir import load_model, read_settings
+from qabench.predict import predict
 
 METHOD = "onnx"
 DEFAULT_OPTIONS = {
@@ -138,14 +138,13 @@ def parity(reference: nn.Module, exported: nn.Module, tokenizer, settings: dict,
 
 
 def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = None, seed: int = 0,
-         data=None, state_dir: str | Path | None = None) -> None:
+         data=None, state_dir: str | Path | None = None, variant: str | None = None) -> None:
     """Export the base in ``base_dir`` (quantized if asked), check it against PyTorch on training
     questions (``data.examples``) and write the variant to ``out_dir``."""
     options = resolve_options(options)
     _import_onnxruntime()
     base_settings = read_settings(base_dir)
-    if base_settings.get("variant", "base") != "base":
-        raise InputError(base_dir, f"onnx exports a base model, not a {base_settings['variant']} variant")
+    model_dir.require_base(base_settings, base_dir, METHOD)
     compression.check_applies(METHOD, base_settings["family"], base_dir)
     model, tokenizer, _ = load_model(base_dir)
     params = sum(p.numel() for p in model.parameters())
@@ -153,7 +152,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     if not pool:
         raise InputError(base_dir, "onnx needs training questions to check the export against PyTorch")
     checked = random.Random(seed).sample(pool, min(options["parity_questions"], len(pool)))
-    settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "compression": {"method": METHOD, **options}}
+    settings = model_dir.variant_settings(base_settings, base_dir, METHOD, variant, options)
     record = {"params": params, "trainable_params": 0, "base_size_mb": disk_size_mb(base_dir)}
 
     def write(tmp: Path) -> None:
@@ -171,7 +170,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
         record["size_mb"] = disk_size_mb(tmp)
         record["size_ratio"] = round(record["size_mb"] / record["base_size_mb"], 3)
 
-    save_model_dir(out_dir, write, settings, record)
+    model_dir.write(out_dir, write, settings, record)
     logging.info("onnx%s export: %s", " int8" if options["quantize"] else "", record["parity"])
 
 

@@ -35,15 +35,15 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForQuestionAnswering
 from transformers.pytorch_utils import prune_linear_layer
 
-from qabench import compression, devices, train
+from qabench import compression, devices, model_dir, train
 from qabench.batching import sorted_batches
 from qabench.compression import check_train, with_defaults
 from qabench.errors import InputError
-from qabench.finetune import parameter_counts, save_model_dir
+from qabench.efficiency import parameter_counts
 from qabench.io import first_line
 from qabench.models import encoder
 from qabench.models.span import span_batch_loss
-from qabench.predict import load_model, read_settings
+from qabench.model_dir import load_model, read_settings
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,7 @@ def _shape_record(model: nn.Module) -> dict:
 
 
 def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = None, seed: int = 0,
-         data=None, state_dir: str | Path | None = None) -> None:
+         data=None, state_dir: str | Path | None = None, variant: str | None = None) -> None:
     """Prune the encoder in ``base_dir``, fine-tune it on ``data.features``, save."""
     options = resolve_options(options)
     base_settings = read_settings(base_dir)
@@ -313,7 +313,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
                         train_settings, state_dir)
     recovered_loss = mean_loss(model, calibration, tokenizer.pad_token_id, options["calibration_batch_size"])
 
-    settings = {**base_settings, "variant": METHOD, "base": str(base_dir), "compression": {"method": METHOD, **options}}
+    settings = model_dir.variant_settings(base_settings, base_dir, METHOD, variant, options)
     record = {
         **stats, **parameter_counts(model), **_pruning_record(before, after, options),
         "calibration_windows": len(calibration),
@@ -324,14 +324,13 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     }
     kept = {"format": FORMAT_VERSION, "heads": plan["heads"], "neurons": plan["neurons"]}
     model.to("cpu")
-    save_model_dir(out_dir, lambda tmp: save(model, tokenizer, kept, tmp), settings, record, state_dir)
+    model_dir.write(out_dir, lambda tmp: save(model, tokenizer, kept, tmp), settings, record, state_dir)
 
 
 def _check_inputs(base_dir: str | Path, base_settings: dict, data, state_dir: str | Path | None) -> None:
     """Refuse, before any work, a base that is not an encoder base model, and missing data or state_dir."""
     compression.check_applies(METHOD, base_settings["family"], base_dir)
-    if base_settings.get("variant", "base") != "base":
-        raise InputError(base_dir, f"pruned starts from a base model, not a {base_settings['variant']} variant")
+    model_dir.require_base(base_settings, base_dir, METHOD)
     if data is None or len(data.features) == 0:
         raise InputError("pruned", "needs training windows (data.features) for importance and recovery fine-tuning")
     if state_dir is None:

@@ -16,10 +16,13 @@ Inference keeps the 4-bit base with the adapters beside it (nothing is merged). 
   float tensors for the rest) and the names of the 4-bit modules; a tensors-only torch file, loaded
   with ``weights_only=True``;
 * ``adapter/``: the LoRA matrices and the trained heads (peft format);
-* the tokenizer files.
+* the float architecture's configuration files as the family saves them, less the weights
+  (``qabench.model_dir.write_architecture``), and the tokenizer files.
 
-``load`` rebuilds the architecture with the family's ``build`` from the original checkpoint spec
-(its weights are all overwritten), puts the stored 4-bit weights in place and adds the adapters.
+``load`` rebuilds the architecture from those files (``Family.architecture``: random weights, all
+overwritten), puts the stored 4-bit weights in place and adds the adapters: it needs nothing outside
+the directory. A format-1 directory (without the configuration files) rebuilt the architecture from
+the original checkpoint spec, which must then still be reachable; it is read that way still.
 
 bitsandbytes 0.50 runs this on the CPU: training dequantizes each 4-bit weight to ``compute_dtype``
 for its matmul; in eval mode, on CPUs with AVX512-BF16, the weights are repacked for a fused
@@ -32,6 +35,7 @@ from __future__ import annotations
 import io
 import logging
 import shutil
+import tempfile
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -39,7 +43,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qabench import finetune, models
+from qabench import model_dir, models
 from qabench.compression import lora
 from qabench.devices import place
 from qabench.errors import InputError
@@ -55,7 +59,8 @@ QUANT_OPTIONS = {
 }
 COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BASE_FILE = "qlora_base.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the float architecture's configuration files are saved beside it
+REBUILT_FORMAT = 1  # format 1 rebuilt the architecture from the original checkpoint at load time
 BLOCKSIZE = 64  # bitsandbytes' 4-bit block size
 KEEP_FLOAT = ("dt_proj",)  # Mamba's slow path computes dt_proj.weight @ x
 
@@ -218,6 +223,8 @@ def prepare(base_settings: dict, options: dict, seed: int):
         raise InputError("config", "qlora device cuda asked for, but torch sees no GPU")
     model, tokenizer, origin = models.family(family).build(base_settings["checkpoint"], seed,
                                                             base_settings.get("options"))
+    architecture = Path(tempfile.mkdtemp(prefix="qlora-architecture-"))
+    model_dir.write_architecture(family, model, tokenizer, architecture)  # before the Linears become 4-bit
     names, kept = plan(model, family)
     if not names:
         raise InputError("config", f"qlora found no Linear layer to quantize in the {family} model")
@@ -225,7 +232,7 @@ def prepare(base_settings: dict, options: dict, seed: int):
     model = quantize(model, names, options)
     buffer = io.BytesIO()  # now, before any forward pass repacks the weights for the CPU kernel
     torch.save({"format": FORMAT_VERSION, "quantized": names, "state": model.state_dict()}, buffer)
-    info = {"base_file": buffer.getvalue(), "quantized_modules": names, "kept_float": kept,
+    info = {"base_file": buffer.getvalue(), "architecture": architecture, "quantized_modules": names, "kept_float": kept,
             **storage_bytes(model, names), "fp32_params": fp32_params}
     # freezes the base and upcasts any half-precision float weights (ours are float32 already); gradient
     # checkpointing stays off: memory is not what limits a CPU run, and it costs a second forward
@@ -235,14 +242,14 @@ def prepare(base_settings: dict, options: dict, seed: int):
     return peft_model, adapted, tokenizer, origin, info
 
 
-def save_files(out_dir: Path, info: dict, adapter_dir: Path, tokenizer) -> None:
+def save_files(out_dir: Path, info: dict, adapter_dir: Path) -> None:
     (out_dir / BASE_FILE).write_bytes(info["base_file"])
     shutil.copytree(adapter_dir, out_dir / lora.ADAPTER_DIR)
-    tokenizer.save_pretrained(str(out_dir))
+    shutil.copytree(info["architecture"], out_dir, dirs_exist_ok=True)  # configuration and tokenizer
 
 
 def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = None, seed: int = 13, data=None,
-         state_dir: str | Path | None = None) -> None:
+         state_dir: str | Path | None = None, variant: str | None = None) -> None:
     """Train LoRA adapters on a 4-bit copy of the base's original checkpoint; write base, adapters, tokenizer."""
     if data is None:
         raise InputError(base_dir, "qlora trains: it needs the base's training windows")
@@ -252,30 +259,33 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     settings_train = lora.train_settings(base_dir, opts["train"], seed)
 
     peft_model, adapted, tokenizer, origin, info = prepare(base_settings, opts, seed)
-    counts = lora.adapter_counts(adapted)
-    wrapped = lora.wrapped_modules(adapted)
-    log.info("qlora from %s: %d Linears in 4-bit %s, rank %d adapters on %d modules, %d trainable parameters",
-             origin, len(info["quantized_modules"]), opts["quant_type"], opts["rank"], len(wrapped),
-             counts["trainable_params"])
-    stats, state = lora.train_adapters(family, adapted, tokenizer, data, settings_train, state_dir)
-    lora.save_adapter(peft_model, state)
+    try:
+        counts = lora.adapter_counts(adapted)
+        wrapped = lora.wrapped_modules(adapted)
+        log.info("qlora from %s: %d Linears in 4-bit %s, rank %d adapters on %d modules, %d trainable parameters",
+                 origin, len(info["quantized_modules"]), opts["quant_type"], opts["rank"], len(wrapped),
+                 counts["trainable_params"])
+        stats, state = lora.train_adapters(family, adapted, tokenizer, data, settings_train, state_dir)
+        lora.save_adapter(peft_model, state)
 
-    adapted.eval()
-    settings = lora.variant_settings(base_settings, base_dir, METHOD, opts,
-                                     f"qlora ({opts['quant_type']} base, rank {opts['rank']}) from {origin}")
-    params = logical_params(adapted)
-    record = {**stats, "params": params, **counts, "trainable_fraction": round(counts["trainable_params"] / params, 5),
-              "adapted_modules": len(wrapped), "quantized_modules": len(info["quantized_modules"]),
-              "kept_float_linears": info["kept_float"], "quantized_bytes": info["quantized_bytes"],
-              "quantized_fp32_bytes": info["quantized_fp32_bytes"], "base_params_fp32": info["fp32_params"],
-              "settings": asdict(settings_train), "data": lora.data_counts(data)}
+        adapted.eval()
+        origin = f"qlora ({opts['quant_type']} base, rank {opts['rank']}) from {origin}"
+        settings = model_dir.variant_settings(base_settings, base_dir, METHOD, variant, opts, origin=origin)
+        params = logical_params(adapted)
+        record = {**stats, "params": params, **counts,
+                  "trainable_fraction": round(counts["trainable_params"] / params, 5), "adapted_modules": len(wrapped), "quantized_modules": len(info["quantized_modules"]),
+                  "kept_float_linears": info["kept_float"], "quantized_bytes": info["quantized_bytes"],
+                  "quantized_fp32_bytes": info["quantized_fp32_bytes"], "base_params_fp32": info["fp32_params"],
+                  "settings": asdict(settings_train), "data": lora.data_counts(data)}
 
-    def save(tmp: Path) -> None:
-        save_files(tmp, info, state / lora.ADAPTER_DIR, tokenizer)
-        record["adapter_bytes"] = lora.dir_bytes(tmp / lora.ADAPTER_DIR)
-        record["base_file_bytes"] = (tmp / BASE_FILE).stat().st_size
+        def save(tmp: Path) -> None:
+            save_files(tmp, info, state / lora.ADAPTER_DIR)
+            record["adapter_bytes"] = lora.dir_bytes(tmp / lora.ADAPTER_DIR)
+            record["base_file_bytes"] = (tmp / BASE_FILE).stat().st_size
 
-    finetune.save_model_dir(out_dir, save, settings, record, state)
+        model_dir.write(out_dir, save, settings, record, state)
+    finally:
+        shutil.rmtree(info["architecture"], ignore_errors=True)
 
 
 def load(model_dir: str | Path, settings: dict):
@@ -298,11 +308,14 @@ def load(model_dir: str | Path, settings: dict):
     except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
         raise InputError(path, f"not a readable tensors-only qlora base ({type(err).__name__}: "
                                f"{first_line(err)}); delete {model_dir} and rerun snakemake to rebuild it") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT_VERSION, REBUILT_FORMAT):
         raise InputError(path, f"not a format-{FORMAT_VERSION} qlora base file")
     model_family = models.family(family)
     # the architecture only: every weight is overwritten below
-    skeleton, _, _ = model_family.build(settings["checkpoint"], 0, settings.get("options"))
+    if payload["format"] == REBUILT_FORMAT:
+        skeleton, _, _ = model_family.build(settings["checkpoint"], 0, settings.get("options"))
+    else:
+        skeleton = model_family.architecture(model_dir)
     model = _load_quantized(skeleton, payload, options)
     model.requires_grad_(False)
     lora.check_adapter(model_dir)
@@ -314,5 +327,5 @@ def load(model_dir: str | Path, settings: dict):
     adapted = peft_model.get_base_model()
     place(adapted, options["device"])
     adapted.eval()
-    tokenizer = model_family.load_tokenizer(str(model_dir), settings.get("options"))
+    tokenizer = model_family.saved_tokenizer(model_dir, settings.get("options"))
     return adapted, tokenizer

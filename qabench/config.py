@@ -174,7 +174,17 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
             raise InputError(source, f"models.{name}.train.gpus: {gpus} GPUs share each batch, so batch_size "
                                      f"must be at least {gpus} (it is {batch_size})")
     _check_variants(config, source)
+    _check_warm_starts(config, source)
     return config
+
+
+def _check_warm_starts(config: dict, source: str) -> None:
+    for model, spec in config["models"].items():
+        if isinstance(spec["checkpoint"], dict) and "warm_start" in spec["checkpoint"] \
+                and "warm_start" not in models.capabilities(spec["family"]):
+            able = [f for f in models.FAMILIES if "warm_start" in models.capabilities(f)]
+            raise InputError(source, f"models.{model}.checkpoint: warm_start builds an encoder-decoder, which the "
+                                     f"{spec['family']} family does not take (families that do: {', '.join(able)})")
 
 
 RESERVED = {"data.train_sets": "default", "compression": "base"}

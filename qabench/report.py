@@ -68,7 +68,9 @@ def measured_row(entry: dict) -> dict:
     machine = cost.get("machine", {})
     row = {k: scores.get(k) for k in CSV_COLUMNS if k in scores}
     row.update(
-        model=entry["model"], variant=entry["variant"], family=entry["family"], eval_set=entry["eval_set"],
+        # the model directory's own family: a distilled student of another family is that family's model
+        model=entry["model"], variant=entry["variant"], family=settings.get("family", entry["family"]),
+        eval_set=entry["eval_set"],
         method=entry.get("method", entry["variant"]),
         params=cost.get("params", training.get("params")), nonzero_params=cost.get("nonzero_params"),
         trainable_params=training.get("trainable_params"), size_mb=cost.get("size_mb"),

@@ -77,6 +77,9 @@ def test_a_row_says_how_its_own_threshold_was_chosen(tmp_path):
     rule = "abstain on a share of 0.5 of these questions (highest na_prob)"
     (tmp_path / "decision.json").write_text(json.dumps({**decision, "threshold_rule": rule}))
     assert measured_row(entry)["threshold_source"] == rule
+    assert measured_row(entry)["family"] == "encoder"  # from the entry where the directory does not say
+    (model_dir / "qabench.json").write_text(json.dumps({"family": "mamba"}))  # a Mamba distilled from the encoder
+    assert measured_row(entry)["family"] == "mamba"
 
 
 def test_a_row_says_what_its_model_trained_on_and_its_gap_to_the_best_threshold(tmp_path):

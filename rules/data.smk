@@ -7,6 +7,8 @@ rule download:
         source=source_args,
     log:
         "logs/download/{source}.log",
+    benchmark:
+        "results/benchmarks/download/{source}.tsv"
     conda:
         "../envs/data.yaml"
     shell:
@@ -25,6 +27,8 @@ rule download_train:
         mirrors=mirror_args,
     log:
         "logs/download/train-{train_set}.log",
+    benchmark:
+        "results/benchmarks/download_train/{train_set}.tsv"
     conda:
         "../envs/data.yaml"
     shell:
@@ -44,6 +48,8 @@ rule prepare_train:
         options=train_prepare_args,
     log:
         "logs/prepare/train-{train_set}.log",
+    benchmark:
+        "results/benchmarks/prepare_train/{train_set}.tsv"
     conda:
         "../envs/data.yaml"
     shell:
@@ -64,6 +70,8 @@ rule prepare_holdout:
         options=holdout_prepare_args,
     log:
         "logs/prepare/holdout-{train_set}.log",
+    benchmark:
+        "results/benchmarks/prepare_holdout/{train_set}.tsv"
     conda:
         "../envs/data.yaml"
     shell:
@@ -78,6 +86,8 @@ rule prepare_eval:
         "results/data/examples/{eval_set}.parquet",
     log:
         "logs/prepare/{eval_set}.log",
+    benchmark:
+        "results/benchmarks/prepare_eval/{eval_set}.tsv"
     conda:
         "../envs/data.yaml"
     shell:
@@ -100,6 +110,8 @@ rule tokenize_shard:
         shards=SHARDS,
     log:
         "logs/tokenize/{model}/train-{shard}.log",
+    benchmark:
+        "results/benchmarks/tokenize/{model}/train-{shard}.tsv"
     conda:
         "../envs/torch.yaml"
     shell:
@@ -115,6 +127,8 @@ rule feature_manifest:
         "results/features/{model}/train/manifest.json",
     log:
         "logs/tokenize/{model}/manifest.log",
+    benchmark:
+        "results/benchmarks/feature_manifest/{model}.tsv"
     conda:
         "../envs/data.yaml"
     shell:

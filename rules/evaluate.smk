@@ -62,6 +62,8 @@ rule evaluate:
         "results/metrics/{model}/{variant}/{eval_set}.json",
     log:
         "logs/evaluate/{model}/{variant}/{eval_set}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{model}/{variant}/{eval_set}.tsv"
     conda:
         "../envs/data.yaml"
     shell:
@@ -86,6 +88,8 @@ rule efficiency:
     threads: lambda wildcards: workflow.cores
     log:
         "logs/efficiency/{model}/{variant}.log",
+    benchmark:
+        "results/benchmarks/efficiency/{model}/{variant}.tsv"
     conda:
         model_env
     shell:

@@ -22,6 +22,8 @@ rule summarize:
         curves=lambda wc, input: json.dumps(dict(zip(CURVE_MODELS, input.curves)), sort_keys=True),
     log:
         "logs/summarize.log",
+    benchmark:
+        "results/benchmarks/summarize.tsv"
     conda:
         "../envs/report.yaml"
     shell:

@@ -347,6 +347,22 @@ def test_scan_backward_is_exact(monkeypatch, chunk_steps):
     assert torch.autograd.gradcheck(mamba._SelectiveScan.apply, inputs)
 
 
+@pytest.mark.parametrize("chunk_steps", [1, 4, 100])
+def test_inference_scan_keeps_one_chunk_of_states_and_gives_the_same_outputs(monkeypatch, chunk_steps):
+    monkeypatch.setattr(mamba, "SCAN_CHUNK_BYTES", chunk_steps * 2 * 3 * 4 * 4)  # float32 steps
+    torch.manual_seed(0)
+    length, b, d, n = 9, 2, 3, 4
+    hidden, dt, z = torch.randn(b, d, length), torch.rand(b, d, length), torch.randn(b, d, length)
+    A, B, C, D = -torch.rand(d, n), torch.randn(b, n, length), torch.randn(b, n, length), torch.randn(d)
+    A.requires_grad_()  # as the layer's parameter: the training path runs
+    trained = mamba.selective_scan(hidden, dt, A, B, C, D, z, delta_softplus=True)
+    calls = []
+    monkeypatch.setattr(mamba._SelectiveScan, "apply", lambda *a: calls.append(a))
+    with torch.no_grad():
+        inferred = mamba.selective_scan(hidden, dt, A, B, C, D, z, delta_softplus=True)
+    assert calls == [] and torch.equal(inferred, trained.detach())
+
+
 def test_span_logits_restores_the_transformers_scan(models, tokenizer):
     from transformers.models.mamba import modeling_mamba
 

@@ -15,7 +15,7 @@ same thread count on every side:
    questions/s, the speed ratio, EM/F1 of both sides, and the share of this CPU's fp32 matmul
    peak (measured now with a 2048^3 torch.matmul) that our model forward reaches.
    ``--precision bf16`` adds one line for our predict under bf16 autocast.
-2. tokenization: ``qabench.features.tokenize_examples`` against ``datasets.Dataset.map`` with the
+2. tokenization: ``qabench.models.span.tokenize_examples`` against ``datasets.Dataset.map`` with the
    standard HF QA preprocessing (overflowing windows, offset masking, start/end labels).
 
 Prints a table and writes every number to --out (JSON).

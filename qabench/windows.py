@@ -1,6 +1,6 @@
 """What every family's question/context windows share: the window sizes and question truncation.
 
-A low-level module (it imports no model code), so that the span features (qabench.features), the
+A low-level module (it imports no model code), so that the span windows (qabench.models.span), the
 families that bring their own windows (qabench.models.t5) and the span decoding
 (qabench.postprocess) all read it without importing each other.
 """

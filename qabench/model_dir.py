@@ -228,11 +228,11 @@ def load_model(model: str | Path, device: str = "cpu"):
     except InputError:
         raise
     except Exception as err:  # noqa: BLE001 - a damaged directory fails in any of the libraries that read it
-        if not Path(checkpoints.resolve(str(model))).is_dir():
+        if not root.is_dir():
             raise
         raise InputError(model, f"cannot load this {settings['family']} {settings['variant']} model "
                                 f"({type(err).__name__}: {first_line(err)})") from None
-    saved = (Path(checkpoints.resolve(str(model))) / SETTINGS_FILE).is_file()
+    saved = (root / SETTINGS_FILE).is_file()
     settings = fit_window(settings, models.family(settings["family"]).position_limit(loaded), model, saved)
     if method_of(settings) != BASE and compression.keeps_its_device(method_of(settings)):
         return loaded, tokenizer, settings

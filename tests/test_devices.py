@@ -58,6 +58,8 @@ def test_predict_runs_a_variant_where_asked_unless_it_keeps_its_device(monkeypat
     settings = {"method": variant, "variant": variant, "family": "encoder"}
     if variant != "base":
         settings["compression"] = {"method": variant, "device": "cuda"}
+        # imported before the patch: a method that imports read_settings by name would keep the stand-in
+        compression.method(variant)
     monkeypatch.setattr(model_dir, "read_settings", lambda path: settings)
     monkeypatch.setattr(devices, "check", lambda device: device)
     if variant == "base":

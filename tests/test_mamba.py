@@ -286,6 +286,7 @@ def test_training_runs_our_scan(windows, tokenizer, monkeypatch, bidirectional):
     def reference_called(*args, **kwargs):
         raise AssertionError("transformers' reference scan ran")
 
+    mamba.check_scan_hook()  # its probe runs the scan too: done first, so that only the step is counted
     original = mamba.selective_scan
     monkeypatch.setattr(mamba, "selective_scan", counted)
     monkeypatch.setattr(modeling_mamba, mamba.SCAN_NAME, reference_called)
@@ -336,19 +337,36 @@ def test_the_hook_check_runs_in_whatever_mode_the_first_forward_is(models, token
     assert torch.equal(torch.random.get_rng_state(), state)  # the probe leaves the random stream alone
 
 
-@pytest.mark.parametrize("chunk_steps", [1, 4, 100])
-def test_scan_backward_is_exact(monkeypatch, chunk_steps):
+@pytest.mark.parametrize("length, chunk_steps", [(6, 1), (6, 4), (6, 100), (10, 1), (10, 2)])
+def test_scan_backward_is_exact(monkeypatch, length, chunk_steps):
+    """Segments of ceil(sqrt(length)) steps or one chunk: one segment, several, an uneven last one."""
     monkeypatch.setattr(mamba, "SCAN_CHUNK_BYTES", chunk_steps * 2 * 3 * 4 * 8)  # float64 steps
     torch.manual_seed(0)
-    length, b, d, n = 6, 2, 3, 4
+    b, d, n = 2, 3, 4
     u, dt = torch.randn(length, b, d), torch.rand(length, b, d)
     A, B, C = -torch.rand(d, n), torch.randn(length, b, n), torch.randn(length, b, n)
     inputs = [t.double().requires_grad_() for t in (u, dt, A, B, C)]
     assert torch.autograd.gradcheck(mamba._SelectiveScan.apply, inputs)
 
 
+def test_training_keeps_only_the_state_before_each_segment(monkeypatch):
+    """What backward keeps of the [l, b, d, n] states: one per segment of sqrt(l) steps (10 of 100)."""
+    length, b, d, n = 100, 2, 3, 4
+    monkeypatch.setattr(mamba, "SCAN_CHUNK_BYTES", b * d * n * 4)  # one float32 step per chunk
+    torch.manual_seed(0)
+    u, dt = torch.randn(length, b, d), torch.rand(length, b, d)
+    A, B, C = -torch.rand(d, n), torch.randn(length, b, n), torch.randn(length, b, n)
+    A.requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        y = mamba._SelectiveScan.apply(u, dt, A, B, C)
+    assert [shape for shape in saved if len(shape) == 4] == [(10, b, d, n)]  # not (100, b, d, n)
+    y.square().sum().backward()
+    assert torch.isfinite(A.grad).all()
+
+
 @pytest.mark.parametrize("chunk_steps", [1, 4, 100])
-def test_inference_scan_keeps_one_chunk_of_states_and_gives_the_same_outputs(monkeypatch, chunk_steps):
+def test_inference_scan_keeps_one_segment_of_states_and_gives_the_same_outputs(monkeypatch, chunk_steps):
     monkeypatch.setattr(mamba, "SCAN_CHUNK_BYTES", chunk_steps * 2 * 3 * 4 * 4)  # float32 steps
     torch.manual_seed(0)
     length, b, d, n = 9, 2, 3, 4

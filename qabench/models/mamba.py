@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def selective_scan(hidden_states: torch.Tensor, dt: torch.Tensor, A: torch.Tenso
     if torch.is_grad_enabled() and any(t.requires_grad for t in (u, dt, A, B, C)):
         out = _SelectiveScan.apply(u, dt, A, B, C)
     else:
-        out = _scan_without_grad(u, dt, A, B, C)
+        out, _ = _scan(u, dt, A, B, C)
     out = out.permute(1, 2, 0)
     if D is not None:
         out = out + hidden_states.float() * D.float()[None, :, None]
@@ -150,79 +151,101 @@ def selective_scan(hidden_states: torch.Tensor, dt: torch.Tensor, A: torch.Tenso
 class _SelectiveScan(torch.autograd.Function):
     """``y[t] = C[t] . h[t]`` with ``h[t] = exp(dt[t] A) * h[t-1] + dt[t] u[t] B[t]`` and ``h[-1] = 0``.
 
-    Time-major float32: u, dt [l, b, d]; A [d, n]; B, C [l, b, n]; y [l, b, d]. Only the states
-    [l, b, d, n] are kept for backward; the other [.., d, n] tensors are made a chunk of steps at a
-    time (``SCAN_CHUNK_BYTES``), because on CPU fresh full-size temporaries cost more in page faults
-    than the arithmetic. The backward is written out: the reverse recurrence, then contractions.
+    Time-major float32: u, dt [l, b, d]; A [d, n]; B, C [l, b, n]; y [l, b, d]. The states [l, b, d, n]
+    are what costs memory (1.2 GB per Mamba-130m layer at batch 32 x 384), so only the state before each
+    segment of about sqrt(l) steps is kept, and backward recomputes a segment's states from it with the
+    same arithmetic (so the same values) before the reverse recurrence: one more pass of the forward
+    recurrence buys l / sqrt(l) times less memory. Within a segment, the [.., d, n] temporaries are made a
+    chunk of steps at a time (``SCAN_CHUNK_BYTES``), because on CPU fresh full-size temporaries cost more
+    in page faults than the arithmetic.
     """
 
     @staticmethod
     def forward(ctx, u, dt, A, B, C):
-        with torch.autocast(u.device.type, enabled=False):
-            states = u.new_empty(*u.shape, A.shape[1])
-            for lo, hi in _chunks(states):
-                decay = torch.exp(dt[lo:hi, ..., None] * A)
-                torch.mul((dt[lo:hi] * u[lo:hi])[..., None], B[lo:hi, :, None, :], out=states[lo:hi])
-                with _one_thread():
-                    for t in range(max(lo, 1), hi):
-                        torch.addcmul(states[t], decay[t - lo], states[t - 1], out=states[t])
-            ctx.save_for_backward(u, dt, A, B, C, states)
-            return _per_step_matmul(states, C[..., None]).squeeze(-1)
+        y, starts = _scan(u, dt, A, B, C, keep_segment_starts=True)
+        ctx.save_for_backward(u, dt, A, B, C, starts)
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        u, dt, A, B, C, states = ctx.saved_tensors
+        u, dt, A, B, C, starts = ctx.saved_tensors
         with torch.autocast(u.device.type, enabled=False):
             grad_y = grad_y.contiguous()
             grad_dtu, grad_B, grad_C = torch.empty_like(u), torch.empty_like(B), torch.empty_like(C)
-            grad_dt, grad_A = torch.zeros_like(dt), torch.zeros_like(A)
+            grad_dt, grad_A = torch.empty_like(dt), torch.zeros_like(A)
             later = None  # (dL/dh, decay) at the first step of the chunk after this one
-            for lo, hi in reversed(_chunks(states)):
-                decay = torch.exp(dt[lo:hi, ..., None] * A)
-                grad_h = grad_y[lo:hi, ..., None] * C[lo:hi, :, None, :]  # becomes dL/dh[t] in full
-                with _one_thread():
-                    if later is not None:
-                        torch.addcmul(grad_h[-1], later[1], later[0], out=grad_h[-1])
-                    for t in range(hi - lo - 2, -1, -1):
-                        torch.addcmul(grad_h[t], decay[t + 1], grad_h[t + 1], out=grad_h[t])
-                later = grad_h[0], decay[0].clone()
-                grad_C[lo:hi] = _per_step_matmul(grad_y[lo:hi, :, None, :], states[lo:hi]).squeeze(-2)
-                grad_B[lo:hi] = _per_step_matmul((dt[lo:hi] * u[lo:hi])[:, :, None, :], grad_h).squeeze(-2)
-                grad_dtu[lo:hi] = _per_step_matmul(grad_h, B[lo:hi, ..., None]).squeeze(-1)
-                # dL/d(dt A) at step t = dL/dh[t] * h[t-1] * decay[t], computed in decay's memory
-                first = max(lo, 1)
-                grad_log_decay = decay[first - lo:].mul_(grad_h[first - lo:]).mul_(states[first - 1:hi - 1])
-                grad_dt[first:hi] += (grad_log_decay * A).sum(-1)
-                grad_A += grad_log_decay.mul_(dt[first:hi, :, :, None]).sum(dim=(0, 1))
+            segments = _segments(u, A.shape[1])
+            for (seg_lo, seg_hi), start in zip(reversed(segments), reversed(starts)):
+                states = _states_from(start, u, dt, A, B, seg_lo, seg_hi)  # h[seg_lo - 1] .. h[seg_hi - 1]
+                for lo, hi in reversed(_chunks(u, A.shape[1], seg_lo, seg_hi)):
+                    decay = torch.exp(dt[lo:hi, ..., None] * A)
+                    grad_h = grad_y[lo:hi, ..., None] * C[lo:hi, :, None, :]  # becomes dL/dh[t] in full
+                    with _one_thread():
+                        if later is not None:
+                            torch.addcmul(grad_h[-1], later[1], later[0], out=grad_h[-1])
+                        for t in range(hi - lo - 2, -1, -1):
+                            torch.addcmul(grad_h[t], decay[t + 1], grad_h[t + 1], out=grad_h[t])
+                    later = grad_h[0], decay[0].clone()
+                    current = states[lo - seg_lo + 1:hi - seg_lo + 1]  # h[lo] .. h[hi - 1]
+                    previous = states[lo - seg_lo:hi - seg_lo]  # h[lo - 1] .. h[hi - 2]
+                    grad_C[lo:hi] = _per_step_matmul(grad_y[lo:hi, :, None, :], current).squeeze(-2)
+                    grad_B[lo:hi] = _per_step_matmul((dt[lo:hi] * u[lo:hi])[:, :, None, :], grad_h).squeeze(-2)
+                    grad_dtu[lo:hi] = _per_step_matmul(grad_h, B[lo:hi, ..., None]).squeeze(-1)
+                    # dL/d(dt A) at step t = dL/dh[t] * h[t-1] * decay[t], computed in decay's memory
+                    grad_log_decay = decay.mul_(grad_h).mul_(previous)
+                    grad_dt[lo:hi] = (grad_log_decay * A).sum(-1)
+                    grad_A += grad_log_decay.mul_(dt[lo:hi, :, :, None]).sum(dim=(0, 1))
             return grad_dtu * dt, grad_dt + grad_dtu * u, grad_A, grad_B, grad_C
 
 
-def _scan_without_grad(u, dt, A, B, C) -> torch.Tensor:
-    """``_SelectiveScan``'s forward for inference, with the same arithmetic in the same order (so the
-    same outputs, bit for bit): states live one chunk of steps at a time, the chunk's last state carried
-    into the next, instead of all [l, b, d, n] of them (4.8 GB per Mamba-130m layer at batch 128 x 384)."""
+def _scan(u, dt, A, B, C, keep_segment_starts: bool = False):
+    """The outputs y, a segment of steps at a time, each segment's first state computed from the state
+    before it; with ``keep_segment_starts`` also those states before each segment, [segments, b, d, n]
+    (zeros for the first), which is all that backward keeps."""
     with torch.autocast(u.device.type, enabled=False):
         y = torch.empty_like(u)
-        previous = None
-        for lo, hi in _chunks(u, A.shape[1]):
-            decay = torch.exp(dt[lo:hi, ..., None] * A)
-            states = torch.mul((dt[lo:hi] * u[lo:hi])[..., None], B[lo:hi, :, None, :])
-            with _one_thread():
-                if previous is not None:
-                    torch.addcmul(states[0], decay[0], previous, out=states[0])
-                for t in range(1, hi - lo):
-                    torch.addcmul(states[t], decay[t], states[t - 1], out=states[t])
-            y[lo:hi] = _per_step_matmul(states, C[lo:hi, ..., None]).squeeze(-1)
-            previous = states[-1]
-        return y
+        before = u.new_zeros(*u.shape[1:], A.shape[1])
+        starts = []
+        for lo, hi in _segments(u, A.shape[1]):
+            if keep_segment_starts:
+                starts.append(before)
+            states = _states_from(before, u, dt, A, B, lo, hi)
+            y[lo:hi] = _per_step_matmul(states[1:], C[lo:hi, ..., None]).squeeze(-1)
+            before = states[-1].clone()  # a view would keep the whole segment alive
+        return y, torch.stack(starts) if keep_segment_starts else None
 
 
-def _chunks(steps: torch.Tensor, state_size: int | None = None) -> list[tuple[int, int]]:
-    """[lo, hi) ranges of time steps whose [.., d, n] slices hold about ``SCAN_CHUNK_BYTES`` (``steps``:
-    the [l, b, d, n] states, or an [l, b, d] tensor with ``state_size`` n)."""
-    step_bytes = steps[0].numel() * (state_size or 1) * steps.element_size()
-    size = max(1, SCAN_CHUNK_BYTES // step_bytes)
-    return [(lo, min(lo + size, steps.shape[0])) for lo in range(0, steps.shape[0], size)]
+def _states_from(before, u, dt, A, B, lo, hi) -> torch.Tensor:
+    """[hi - lo + 1, b, d, n]: the state h[lo - 1] given as ``before``, then h[lo] .. h[hi - 1]."""
+    states = u.new_empty(hi - lo + 1, *before.shape)
+    states[0] = before
+    for c_lo, c_hi in _chunks(u, A.shape[1], lo, hi):
+        decay = torch.exp(dt[c_lo:c_hi, ..., None] * A)
+        chunk = states[c_lo - lo + 1:c_hi - lo + 1]
+        torch.mul((dt[c_lo:c_hi] * u[c_lo:c_hi])[..., None], B[c_lo:c_hi, :, None, :], out=chunk)
+        with _one_thread():
+            for i in range(c_hi - c_lo):
+                torch.addcmul(chunk[i], decay[i], states[c_lo - lo + i], out=chunk[i])
+    return states
+
+
+def _segments(u: torch.Tensor, state_size: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of about sqrt(length) steps (at least one chunk) over the [l, b, d] tensor ``u``,
+    the unit of recomputation in backward: sqrt balances the states kept against those recomputed."""
+    length = u.shape[0]
+    size = max(math.isqrt(length - 1) + 1 if length else 1, _chunk_steps(u, state_size))
+    return [(lo, min(lo + size, length)) for lo in range(0, length, size)]
+
+
+def _chunks(u: torch.Tensor, state_size: int, lo: int, hi: int) -> list[tuple[int, int]]:
+    """[lo, hi) split into ranges whose [.., d, n] slices hold about ``SCAN_CHUNK_BYTES``."""
+    size = _chunk_steps(u, state_size)
+    return [(start, min(start + size, hi)) for start in range(lo, hi, size)]
+
+
+def _chunk_steps(u: torch.Tensor, state_size: int) -> int:
+    step_bytes = u[0].numel() * state_size * u.element_size()
+    return max(1, SCAN_CHUNK_BYTES // step_bytes)
 
 
 @contextmanager

@@ -233,13 +233,15 @@ def _segments(u: torch.Tensor, state_size: int) -> list[tuple[int, int]]:
     """[lo, hi) ranges of about sqrt(length) steps (at least one chunk) over the [l, b, d] tensor ``u``,
     the unit of recomputation in backward: sqrt balances the states kept against those recomputed."""
     length = u.shape[0]
-    size = max(math.isqrt(length - 1) + 1 if length else 1, _chunk_steps(u, state_size))
-    return [(lo, min(lo + size, length)) for lo in range(0, length, size)]
+    return _ranges(0, length, max(math.isqrt(max(length - 1, 0)) + 1, _chunk_steps(u, state_size)))
 
 
 def _chunks(u: torch.Tensor, state_size: int, lo: int, hi: int) -> list[tuple[int, int]]:
     """[lo, hi) split into ranges whose [.., d, n] slices hold about ``SCAN_CHUNK_BYTES``."""
-    size = _chunk_steps(u, state_size)
+    return _ranges(lo, hi, _chunk_steps(u, state_size))
+
+
+def _ranges(lo: int, hi: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, hi)) for start in range(lo, hi, size)]
 
 

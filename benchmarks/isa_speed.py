@@ -60,7 +60,6 @@ def time_training(args) -> dict:
     with tempfile.TemporaryDirectory() as warm_dir, tempfile.TemporaryDirectory() as state_dir:
         warm = sample.iloc[:args.batch_size * 2]  # first steps allocate: keep them out of the timing
         train(model, warm, family.batch_loss(model, tokenizer, warm), settings, warm_dir, progress=False)
-        model.train()
         stats = train(model, sample, family.batch_loss(model, tokenizer, sample), settings, state_dir, progress=False)
     return {"s_per_step": stats["wall_s_this_run"] / stats["steps"], "windows_per_s": len(sample) / stats["wall_s_this_run"],
             "tokens_per_s": stats["tokens_per_s"], "steps": stats["steps"]}

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qabench import efficiency
+from qabench import efficiency, machine
 from qabench.data import read_examples
 from qabench.io import write_json
 from qabench.model_dir import load_model
@@ -91,7 +91,7 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_json(args.out, {"questions": len(examples), "rounds": args.rounds, "threads": args.threads,
-                              "machine": efficiency.describe_machine(args.threads), "rows": rows})
+                              "machine": machine.describe(args.threads), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import platform
 import resource
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 
 from qabench import models
 from qabench.data import Example
 from qabench.predict import predict
-
-
-def describe_machine(threads: int, device: str = "cpu") -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    machine = {"device": device, "cpu": cpu, "threads": threads, "torch": torch.__version__,
-               "transformers": transformers.__version__, "python": platform.python_version()}
-    if device.startswith("cuda"):
-        machine["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return machine
 
 
 def implementation(model, settings: dict) -> str | None:

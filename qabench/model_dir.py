@@ -30,7 +30,9 @@ from typing import Callable
 
 from safetensors import safe_open
 
-from qabench import checkpoints, compression, devices, models, train
+import torch
+
+from qabench import checkpoints, compression, devices, machine, models, train
 from qabench.errors import InputError
 from qabench.io import atomic_dir, first_line, read_json, write_json
 from qabench.names import NAME
@@ -80,7 +82,9 @@ def require_base(settings: dict, base_dir: str | Path, method: str) -> None:
 def write(out_dir: str | Path, save: Callable[[Path], None], settings: dict, record: dict,
           state_dir: str | Path | None = None) -> None:
     """Write a model directory atomically: weights (``save``), qabench.json settings, training.json record
-    (and, with ``state_dir``, the training's snapshots and log, see qabench.train.finish)."""
+    (and, with ``state_dir``, the training's snapshots and log, see qabench.train.finish). The record
+    gains the machine it was made on, so its times say which CPU they came from."""
+    record = {**record, "machine": machine.describe(torch.get_num_threads(), str(record.get("device", "cpu")))}
     with atomic_dir(out_dir) as tmp:
         save(tmp)
         (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from qabench import cli, devices, efficiency
+from qabench import cli, devices, efficiency, machine
 from qabench.data import read_examples
 from qabench.errors import InputError, run_cli
 from qabench.io import check_positive, read_json, stop_with_snakemake, write_json
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **efficiency.parameter_counts(model),
         **efficiency.measure(model, tokenizer, examples, settings,
                              batch_size=args.batch_size, precision=args.precision),
-        "machine": efficiency.describe_machine(torch.get_num_threads(), str(devices.model_device(model))),
+        "machine": machine.describe(torch.get_num_threads(), str(devices.model_device(model))),
     }
     implementation = efficiency.implementation(model, settings)
     if implementation:

@@ -84,11 +84,11 @@ def write(out_dir: str | Path, save: Callable[[Path], None], settings: dict, rec
     """Write a model directory atomically: weights (``save``), qabench.json settings, training.json record
     (and, with ``state_dir``, the training's snapshots and log, see qabench.train.finish). The record
     gains the machine it was made on, so its times say which CPU they came from."""
-    record = {**record, "machine": machine.describe(torch.get_num_threads(), str(record.get("device", "cpu")))}
     with atomic_dir(out_dir) as tmp:
-        save(tmp)
+        save(tmp)  # may complete ``record`` (int8 and onnx add the size they saved)
         (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-        write_json(tmp / TRAINING_FILE, record)
+        made_on = machine.describe(torch.get_num_threads(), str(record.get("device", "cpu")))
+        write_json(tmp / TRAINING_FILE, {**record, "machine": made_on})
         if state_dir is not None:
             train.finish(state_dir, tmp)
 

@@ -76,10 +76,15 @@ def test_a_model_directory_records_the_machine_it_was_made_on(tmp_path):
     from qabench.machine import SPEED_FLAGS
 
     settings = model_dir.base_settings("encoder", WINDOW, checkpoint="pip:x", origin="test", options={})
-    model_dir.write(tmp_path / "m", lambda tmp: (tmp / "config.json").write_text("{}"), settings,
-                    {"device": "cpu", "wall_s": 1.5})
+    made = {"device": "cpu", "wall_s": 1.5}
+
+    def save(tmp):  # as int8 does: the record learns the saved size while saving
+        (tmp / "config.json").write_text("{}")
+        made["size_mb"] = 0.01
+
+    model_dir.write(tmp_path / "m", save, settings, made)
     record = json.loads((tmp_path / "m" / model_dir.TRAINING_FILE).read_text())
-    assert record["wall_s"] == 1.5 and record["device"] == "cpu"
+    assert record["wall_s"] == 1.5 and record["device"] == "cpu" and record["size_mb"] == 0.01
     machine = record["machine"]
     assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert machine["threads"] == torch.get_num_threads() and machine["torch"] == torch.__version__

@@ -14,21 +14,14 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or "unknown", []
+    """(CPU model, the SPEED_FLAGS it has) from the first processor's block of /proc/cpuinfo."""
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        first_block = Path("/proc/cpuinfo").read_text().split("\n\n", 1)[0]
     except OSError:
-        return model, flags
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            model = value.strip()
-        elif key.strip() == "flags":
-            present = set(value.split())
-            flags = [flag for flag in SPEED_FLAGS if flag in present]
-        if flags and model != "unknown":
-            break
-    return model, flags
+        first_block = ""
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first_block.splitlines())}
+    present = set(fields.get("flags", "").split())
+    return fields.get("model name") or platform.processor() or "unknown", [f for f in SPEED_FLAGS if f in present]
 
 
 def describe(threads: int, device: str = "cpu") -> dict:

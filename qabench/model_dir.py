@@ -28,9 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from safetensors import safe_open
-
 import torch
+from safetensors import safe_open
 
 from qabench import checkpoints, compression, devices, machine, models, train
 from qabench.errors import InputError

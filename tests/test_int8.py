@@ -97,6 +97,29 @@ def test_save_and_load_are_exact(base_dir, dev, tmp_path, options):
     assert after.na_probs == before.na_probs and after.predictions == before.predictions
 
 
+def test_a_float_head_stays_float_through_save_and_load(base_dir, dev, tmp_path):
+    """quantize_head: false keeps the family's span head (the encoder's qa_outputs) an ordinary float
+    Linear with the base's weights, quantizes every other Linear, and loads back to the same answers."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    base, _, _ = load_model(base_dir)
+    out = tmp_path / "float_head"
+    int8.make(base_dir, out, options={"quantize_head": False}, variant="int8_float_head")
+    model, tokenizer, settings = load_model(out)
+    modules = dict(model.named_modules())
+    assert type(modules["qa_outputs"]) is nn.Linear
+    assert torch.equal(modules["qa_outputs"].weight, base.qa_outputs.weight)
+    n_linear = sum(isinstance(m, nn.Linear) for m in base.modules())
+    assert sum(isinstance(m, DynamicQuantizedLinear) for m in model.modules()) == n_linear - 1
+    record = json.loads((out / "training.json").read_text())
+    assert record["int8_weights"] == sum(m.weight.numel() for m in base.modules() if isinstance(m, nn.Linear)) \
+        - base.qa_outputs.weight.numel()
+    again, _, _ = load_model(out)
+    first = predict(model, tokenizer, dev, settings, progress=False)
+    second = predict(again, tokenizer, dev, settings, progress=False)
+    assert first.na_probs == second.na_probs and first.predictions == second.predictions
+
+
 def test_the_directory_holds_tensors_and_json_only(variants):
     """No pickle anywhere: safetensors weights, JSON configuration, the tokenizer's JSON/text files."""
     for directory in variants.values():

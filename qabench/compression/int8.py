@@ -57,6 +57,7 @@ DEFAULT_OPTIONS = {
     "backend": None,               # dynamic | inductor | bitsandbytes; None: dynamic on cpu, bitsandbytes on cuda
     "quantize_embeddings": False,  # dynamic backend only: int8 embedding tables too
     "per_channel": True,           # dynamic backend: a scale per output row rather than per matrix
+    "quantize_head": True,         # dynamic and bitsandbytes: false keeps the family's head modules float
     "engine": None,                # dynamic backend: torch's quantized engine (x86, fbgemm, onednn); None: torch's default
 }
 WEIGHTS_FILE = "int8_weights.safetensors"
@@ -84,11 +85,13 @@ def resolve_options(options: dict | None) -> dict:
                                    "(use backend: bitsandbytes on cuda)")
     if merged["backend"] == "inductor" and not merged["per_channel"]:
         raise InputError("config", "the inductor int8 backend quantizes weights per output row only (per_channel: true)")
-    for name in ("quantize_embeddings", "per_channel"):
+    for name in ("quantize_embeddings", "per_channel", "quantize_head"):
         if not isinstance(merged[name], bool):
             raise InputError("config", f"int8 option {name} must be true or false, got {merged[name]!r}")
     if merged["quantize_embeddings"] and merged["backend"] != "dynamic":
         raise InputError("config", "quantize_embeddings needs the dynamic backend")
+    if not merged["quantize_head"] and merged["backend"] == "inductor":
+        raise InputError("config", "the inductor int8 backend quantizes every Linear (quantize_head: true)")
     if merged["engine"] is not None:
         if merged["backend"] != "dynamic":
             raise InputError("config", "the int8 option engine applies to the dynamic backend only")
@@ -112,15 +115,17 @@ def quantized_engine(engine: str | None):
         torch.backends.quantized.engine = previous
 
 
-def _targets(model: nn.Module, types: tuple[type, ...]) -> list[str]:
-    """Names of the modules of ``types`` to quantize. Tied weights (T5's embeddings and lm_head) stay
-    float: quantizing each user separately would store the shared matrix several times."""
+def _targets(model: nn.Module, types: tuple[type, ...], keep_float: tuple[str, ...] = ()) -> list[str]:
+    """Names of the modules of ``types`` to quantize: not those named in ``KEEP_FLOAT`` or
+    ``keep_float``, nor any inside them. Tied weights (T5's embeddings and lm_head) stay float:
+    quantizing each user separately would store the shared matrix several times."""
+    kept = set(KEEP_FLOAT) | set(keep_float)
     users: dict[int, int] = {}
     for _, module in model.named_modules(remove_duplicate=False):
         for p in module.parameters(recurse=False):
             users[id(p)] = users.get(id(p), 0) + 1
     return [name for name, module in model.named_modules(remove_duplicate=False)
-            if isinstance(module, types) and name.split(".")[-1] not in KEEP_FLOAT
+            if isinstance(module, types) and not kept & set(name.split("."))
             and all(users[id(p)] == 1 for p in module.parameters(recurse=False))]
 
 
@@ -137,15 +142,16 @@ def _float_input(_module: nn.Module, args: tuple) -> tuple | None:
     return None
 
 
-def quantize_dynamic(model: nn.Module, embeddings: bool = False,
-                     per_channel: bool = True) -> tuple[nn.Module, int]:
-    """A copy with int8 Linear/LSTM (and optionally Embedding) modules, and how many weights became int8."""
+def quantize_dynamic(model: nn.Module, embeddings: bool = False, per_channel: bool = True,
+                     keep_float: tuple[str, ...] = ()) -> tuple[nn.Module, int]:
+    """A copy with int8 Linear/LSTM (and optionally Embedding) modules, but those in ``keep_float``,
+    and how many weights became int8."""
     from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig
     from torch.ao.quantization import per_channel_dynamic_qconfig
     from torch.ao.quantization import quantize_dynamic as torch_quantize_dynamic
 
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
-    spec = {name: qconfig for name in _targets(model, (nn.Linear, nn.LSTM))}
+    spec = {name: qconfig for name in _targets(model, (nn.Linear, nn.LSTM), keep_float)}
     if embeddings:
         spec.update({name: float_qparams_weight_only_qconfig for name in _targets(model, (nn.Embedding,))})
     quantized_weights = _weight_count(model, list(spec))
@@ -239,8 +245,10 @@ class CompiledSpanModel(nn.Module):
         return QuestionAnsweringModelOutput(start_logits=start[:, :length], end_logits=end[:, :length])
 
 
-def quantize_bitsandbytes(model: nn.Module, device: str, threshold: float = 6.0) -> tuple[nn.Module, int]:
-    """Replace every Linear by an LLM.int8 ``Linear8bitLt``; moving to ``device`` quantizes the weights."""
+def quantize_bitsandbytes(model: nn.Module, device: str, threshold: float = 6.0,
+                          keep_float: tuple[str, ...] = ()) -> tuple[nn.Module, int]:
+    """Replace every Linear but those in ``keep_float`` by an LLM.int8 ``Linear8bitLt``; moving to
+    ``device`` quantizes the weights."""
     try:
         import bitsandbytes as bnb
     except ImportError:
@@ -248,7 +256,7 @@ def quantize_bitsandbytes(model: nn.Module, device: str, threshold: float = 6.0)
                                    "(pip install bitsandbytes)") from None
     quantized_weights = 0
     modules = dict(model.named_modules(remove_duplicate=False))
-    for name in _targets(model, (nn.Linear,)):
+    for name in _targets(model, (nn.Linear,), keep_float):
         linear = modules[name]
         parent_name, _, child = name.rpartition(".")
         parent = modules[parent_name] if parent_name else model
@@ -263,16 +271,18 @@ def quantize_bitsandbytes(model: nn.Module, device: str, threshold: float = 6.0)
     return model.to(device).eval(), quantized_weights
 
 
-def quantize(model: nn.Module, options: dict) -> tuple[nn.Module, int]:
-    """The quantized model for resolved ``options`` and the number of weights now stored as int8."""
+def quantize(model: nn.Module, options: dict, head_modules: tuple[str, ...] = ()) -> tuple[nn.Module, int]:
+    """The quantized model for resolved ``options`` and the number of weights now stored as int8.
+    ``head_modules`` (the family's) stay float where ``quantize_head`` is false."""
+    keep_float = () if options["quantize_head"] else tuple(head_modules)
     if options["backend"] == "dynamic":
         with quantized_engine(options["engine"]):
-            return quantize_dynamic(model, options["quantize_embeddings"], options["per_channel"])
+            return quantize_dynamic(model, options["quantize_embeddings"], options["per_channel"], keep_float)
     if options["backend"] == "inductor":
         return quantize_inductor(model)
     if options["device"] == "cuda" and not torch.cuda.is_available():
         raise InputError("config", "int8 device cuda asked for, but torch sees no GPU")
-    return quantize_bitsandbytes(model, options["device"])
+    return quantize_bitsandbytes(model, options["device"], keep_float=keep_float)
 
 
 def float_architecture(model_dir: str | Path, family: str) -> nn.Module:
@@ -493,7 +503,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     try:
         model_dir.write_architecture(family, model, tokenizer, architecture)  # before bitsandbytes swaps the Linears
         t0 = time.perf_counter()
-        quantized, quantized_weights = quantize(model, options)
+        quantized, quantized_weights = quantize(model, options, models.family(family).head_modules)
         wall = time.perf_counter() - t0
     except BaseException:
         shutil.rmtree(architecture, ignore_errors=True)
@@ -558,7 +568,7 @@ def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        quantized, _ = quantize(skeleton, options)
+        quantized, _ = quantize(skeleton, options, models.family(family).head_modules)
         try:
             _put_state(quantized, tensors, layout)
         except (ValueError, KeyError, RuntimeError, TypeError) as err:

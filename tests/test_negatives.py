@@ -10,7 +10,7 @@ import pytest
 
 from qabench.data import Example, load_squad
 from qabench.negatives import (
-    KINDS, _SWAPPABLE, add_negatives, antonym, entity_swap, negation, other_paragraph, paragraph_entity_swap,
+    _SWAPPABLE, add_negatives, antonym, entity_swap, negation, other_paragraph, paragraph_entity_swap,
     sentence_removed, sentence_spans, split_by_weight, synthetic_needed, top_up_negatives,
 )
 from qabench.prepare import prepare, split_articles, subset, top_up

@@ -6,7 +6,6 @@ run gives."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import stat
 import subprocess

@@ -19,7 +19,8 @@ def run(*, family: str, checkpoint: str | dict, options: dict, features, window:
     model, tokenizer, origin = model_family.build(checkpoint, train_settings.seed, options)
     counts = parameter_counts(model)
     devices.move(model, device)
-    stats = train.train(model, features, model_family.batch_loss(model, tokenizer, features), train_settings, state_dir)
+    stats = train.train(model, features, model_family.batch_loss(model, tokenizer, features), train_settings, state_dir,
+                        new_parameters=model_family.new_parameters(model))
     if train.process_rank()[0] > 0:
         return None
     settings = model_dir.base_settings(family, window, checkpoint=checkpoint, origin=origin, options=options)

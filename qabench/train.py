@@ -42,6 +42,8 @@ class TrainSettings:
     save_every_steps: int = 200
     log_every_steps: int = 20
     snapshot_every_steps: int | None = None  # keep the weights every N steps, for learning curves
+    # learning rate of the layers a pretrained start added (a warm start's new cross-attention); None: learning_rate
+    new_weights_learning_rate: float | None = None
 
 
 def check_settings(settings: TrainSettings, where: str = "training settings") -> None:
@@ -54,7 +56,8 @@ def check_settings(settings: TrainSettings, where: str = "training settings") ->
             raise InputError(where, f"{name} must be a finite {'integer' if integer else 'number'}, got {value!r}")
         return value
 
-    for name in ("epochs", "learning_rate", "max_grad_norm"):
+    rates = ("new_weights_learning_rate",) if settings.new_weights_learning_rate is not None else ()
+    for name in ("epochs", "learning_rate", "max_grad_norm", *rates):
         if number(name) <= 0:
             raise InputError(where, f"{name} must be positive, got {getattr(settings, name)!r}")
     for name in ("batch_size", "save_every_steps", "log_every_steps") + (
@@ -222,10 +225,13 @@ def _shared_backward(batch_loss, batch: np.ndarray, params: list, rank: int, wor
     return totals[0].cpu(), int(totals[1])
 
 
-def train(model, features, batch_loss, settings: TrainSettings, state_dir: str | Path, progress: bool = True) -> dict:
+def train(model, features, batch_loss, settings: TrainSettings, state_dir: str | Path, progress: bool = True,
+          new_parameters: frozenset[str] = frozenset()) -> dict:
     """Train ``model`` in place on feature rows; resumes from ``state_dir`` if a checkpoint is there.
 
     ``batch_loss(row_indices) -> (loss, tokens)`` is the family's loss of ``model`` on some rows.
+    ``new_parameters`` names the parameters a pretrained start added (``Family.new_parameters``): they
+    train at ``settings.new_weights_learning_rate`` where that is set.
     Returns run statistics. The loss log is ``state_dir/loss.jsonl`` (one line per logged step).
 
     Under torch.distributed (one process per GPU, or gloo processes on a CPU) every process takes
@@ -241,19 +247,20 @@ def train(model, features, batch_loss, settings: TrainSettings, state_dir: str |
     state_dir.mkdir(parents=True, exist_ok=True)
     # one writer of the resume state at a time: a job whose Snakemake was killed may still be stopping
     with exclusive(state_dir) if rank == 0 else contextlib.nullcontext():
-        return _train(model, features, batch_loss, settings, state_dir, progress, rank, world)
+        return _train(model, features, batch_loss, settings, state_dir, progress, rank, world, new_parameters)
 
 
 def _train(model, features, batch_loss, settings: TrainSettings, state_dir: Path, progress: bool, rank: int,
-           world: int) -> dict:
+           world: int, new_parameters: frozenset[str]) -> dict:
     seed_everything(settings.seed + rank)
     lengths = features["input_ids"].map(len).to_numpy()
     batches_per_epoch = math.ceil(len(features) / settings.batch_size)
     total_steps = max(1, round(settings.epochs * batches_per_epoch))
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    named_trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    trainable = [p for _, p in named_trainable]
     device = trainable[0].device
-    optimizer, scheduler = _optimizer(trainable, settings, total_steps)
+    optimizer, scheduler = _optimizer(named_trainable, settings, total_steps, new_parameters)
     step, wall_before = _resume(state_dir, model, optimizer, scheduler, device, rank, world, total_steps,
                                len(features))
     if world > 1:
@@ -300,14 +307,25 @@ def _train(model, features, batch_loss, settings: TrainSettings, state_dir: Path
             "tokens_per_s": round(tokens_seen / wall, 1) if wall > 0 else None}
 
 
-def _optimizer(trainable: list, settings: TrainSettings, total_steps: int):
-    """AdamW (no weight decay on biases and norms) and the warmup-then-linear-decay schedule."""
-    no_decay = [p for p in trainable if p.ndim < 2]
-    decay = [p for p in trainable if p.ndim >= 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.learning_rate,
-    )
+def _optimizer(named_trainable: list, settings: TrainSettings, total_steps: int,
+               new_parameters: frozenset[str] = frozenset()):
+    """AdamW (no weight decay on biases and norms; the new parameters at ``new_weights_learning_rate``
+    where that is set) and the warmup-then-linear-decay schedule, which scales every group alike."""
+    rates = {False: settings.learning_rate}
+    if settings.new_weights_learning_rate is not None:
+        new = [name for name, _ in named_trainable if name in new_parameters]
+        if not new:
+            raise InputError("training settings", "new_weights_learning_rate is set, but this model has no new "
+                                                  "layers to give it (only a warm-started model has them)")
+        rates[True] = settings.new_weights_learning_rate
+        log.info("%d new parameter tensors train at learning rate %g, the rest at %g",
+                 len(new), settings.new_weights_learning_rate, settings.learning_rate)
+    groups = []
+    for is_new, rate in rates.items():
+        members = [p for name, p in named_trainable if (name in new_parameters) == is_new or len(rates) == 1]
+        groups += [{"params": [p for p in members if p.ndim >= 2], "weight_decay": settings.weight_decay, "lr": rate},
+                   {"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr": rate}]
+    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate)
     return optimizer, _linear_schedule(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
 
 

@@ -71,6 +71,8 @@ def train_options(wildcards):
         f"--max-question-tokens {window['max_question_tokens']}"
         + ("" if settings["synthetic_negatives"] else " --no-synthetic-negatives")
         + (f" --snapshot-every-steps {settings['snapshot_every_steps']}" if settings.get("snapshot_every_steps") else "")
+        + (f" --new-weights-learning-rate {settings['new_weights_learning_rate']}"
+           if settings.get("new_weights_learning_rate") is not None else "")
     )
 
 

@@ -370,6 +370,22 @@ def test_dry_run_refuses_a_misspelt_family_option(tmp_path):
     assert f"models.{model}.options: unknown lstm option 'hiden_size'" in line
 
 
+def test_a_models_new_weights_learning_rate_reaches_its_training_command_only(tmp_path):
+    smoke = yaml.safe_load(SMOKE.read_text())
+    model = model_of(smoke, "t5")
+    (tmp_path / "overlay.yaml").write_text(yaml.safe_dump(
+        {"models": {model: {"train": {"new_weights_learning_rate": 0.003}}}}))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                             str(tmp_path), "--cores", "1", "-n", "-p", "--configfile", str(SMOKE),
+                             str(tmp_path / "overlay.yaml"), "--", "results/summary.md"],
+                            capture_output=True, text=True, timeout=300, env=os.environ)
+    assert result.returncode == 0, result.stderr[-2000:]
+    commands = [line for line in result.stdout.splitlines() if "workflow_scripts.train" in line]
+    assert len(commands) == len(smoke["models"])
+    flagged = [line for line in commands if "--new-weights-learning-rate 0.003" in line]
+    assert len(flagged) == 1 and f"results/models/{model}/base" in flagged[0]
+
+
 # ------------------------------------------------------------------------------ the shipped configs pass
 
 

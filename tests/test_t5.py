@@ -267,6 +267,31 @@ def test_warm_start_takes_both_halves_from_the_encoder(tiny_encoder_dir):
     assert origin.startswith(f"BERT2BERT warm start from {tiny_encoder_dir}") and "not T5" in origin
 
 
+def test_a_warm_start_names_the_layers_it_added_and_they_train_at_their_own_rate(tiny_encoder_dir, tmp_path):
+    """The new parameters are exactly the decoder's cross-attention and its LM head (a BertModel
+    checkpoint has neither); with new_weights_learning_rate they take that rate, the rest the base one,
+    both through the same warmup-and-decay schedule."""
+    from qabench.train import TrainSettings, train
+
+    model, tokenizer, _ = t5.FAMILY.build({"warm_start": str(tiny_encoder_dir)}, seed=0)
+    new = t5.FAMILY.new_parameters(model)
+    names = {name for name, _ in model.named_parameters()}
+    assert new and new <= names
+    assert new == {n for n in names if ".crossattention." in n or n.startswith("decoder.cls.")}
+    assert t5.FAMILY.new_parameters(t5.FAMILY.build(TINY_T5, seed=0)[0]) == frozenset()  # no pretrained start
+
+    features = t5.FAMILY.make_features([e for e in load_squad(TINY_DEV) if e.answer_texts][:4], tokenizer,
+                                       WindowSpec(64, 16, 24))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    settings = TrainSettings(epochs=1, batch_size=4, learning_rate=1e-9, new_weights_learning_rate=1e-2,
+                             warmup_ratio=0, seed=0, save_every_steps=100)
+    train(model, features, t5.FAMILY.batch_loss(model, tokenizer, features), settings, tmp_path, progress=False,
+          new_parameters=new)
+    moved = {name: (p.detach() - before[name]).abs().max().item() for name, p in model.named_parameters()}
+    assert min(moved[n] for n in new if n.endswith("query.weight")) > 1e-4
+    assert max(moved[n] for n in names - new) < 1e-6
+
+
 def test_warm_started_model_answers_abstains_and_reloads(tiny_encoder_dir, dev, tmp_path):
     from qabench import model_dir
     from qabench.compression import int8

@@ -87,6 +87,32 @@ def test_loss_goes_down_on_a_tiny_set(features, tmp_path):
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
 
 
+def test_new_weights_learning_rate_needs_new_weights_and_is_checked(features, tmp_path):
+    model, tokenizer = _fresh_model()
+    settings = replace(SETTINGS, new_weights_learning_rate=1e-2)
+    with pytest.raises(InputError, match="new_weights_learning_rate is set, but this model has no new layers"):
+        train(model, features, _loss(model, tokenizer, features), settings, tmp_path, progress=False)
+    with pytest.raises(InputError, match="new_weights_learning_rate must be positive"):
+        train_module.check_settings(replace(SETTINGS, new_weights_learning_rate=0.0))
+
+
+def test_new_weights_keep_their_rate_through_the_schedule(features, tmp_path):
+    model, tokenizer = _fresh_model()
+    new = frozenset({"qa_outputs.weight", "qa_outputs.bias"})
+    settings = replace(SETTINGS, epochs=1, new_weights_learning_rate=5e-2, warmup_ratio=0.5)
+    named = [(name, p) for name, p in model.named_parameters()]
+    optimizer, scheduler = train_module._optimizer(named, settings, total_steps=4, new_parameters=new)
+    by_id = {id(p): name for name, p in named}
+    for _ in range(3):
+        for group in optimizer.param_groups:
+            rate = settings.new_weights_learning_rate if {by_id[id(p)] for p in group["params"]} <= new \
+                else settings.learning_rate
+            assert group["params"] and group["lr"] == pytest.approx(rate * scheduler.lr_lambdas[0](scheduler.last_epoch))
+        optimizer.step()
+        scheduler.step()
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(named)
+
+
 def test_padding_a_batch_wider_does_not_change_its_loss(features):
     model, tokenizer = _fresh_model()
     model.eval()

@@ -61,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-question-tokens", type=int, default=64)
     parser.add_argument("--epochs", type=float, default=defaults.epochs)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--new-weights-learning-rate", type=float,
+                        help="learning rate of the layers a warm start added (default: --learning-rate)")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--warmup-ratio", type=float, default=defaults.warmup_ratio)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
@@ -75,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stop_with_snakemake()  # killed Snakemake: stop, write nothing it cannot record
     check_fraction("--warmup-ratio", args.warmup_ratio)
-    for option in ("epochs", "learning_rate", "batch_size", "save_every_steps", "snapshot_every_steps", "threads",
+    for option in ("epochs", "learning_rate", "new_weights_learning_rate", "batch_size", "save_every_steps",
+                   "snapshot_every_steps", "threads",
                    "max_length", "max_question_tokens"):
         check_positive(f"--{option.replace('_', '-')}", getattr(args, option))
     check_finite("--weight-decay", args.weight_decay)
@@ -85,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
         warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, precision=args.precision,
         save_every_steps=args.save_every_steps, snapshot_every_steps=args.snapshot_every_steps, seed=args.seed,
+        new_weights_learning_rate=args.new_weights_learning_rate,
     )
     check_settings(settings, "train options")
     WindowSpec(args.max_length, args.stride, args.max_question_tokens).validate("--stride")

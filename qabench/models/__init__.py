@@ -140,6 +140,11 @@ class Family(ABC):
         model; None: no limit, or not known before the model is built."""
         return None
 
+    def new_parameters(self, model) -> frozenset[str]:
+        """Names of the parameters of a model ``build`` made whose pretrained start did not have them
+        (a warm start's new layers); they train at ``new_weights_learning_rate`` where that is set."""
+        return frozenset()
+
     def implementation(self, model) -> str | None:
         """Which code path runs the model where the family has more than one (None: one only)."""
         return None

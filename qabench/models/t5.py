@@ -22,8 +22,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from transformers import (AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, EncoderDecoderModel, T5Config,
-                          T5ForConditionalGeneration)
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
+                          EncoderDecoderModel, T5Config, T5ForConditionalGeneration)
 from transformers.generation import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -44,6 +44,8 @@ DEFAULT_OPTIONS = {"no_answer_text": "unanswerable", "max_answer_tokens": 32, "n
 FEATURE_COLUMNS = ["example_index", "example_id", "input_ids", "labels", "window_start", "window_end"]
 IGNORE_INDEX = -100
 PREFIX = "question: {question} context:"
+# the attribute of a warm-started model that names the parameters its encoder checkpoint did not have
+NEW_PARAMETERS = "qabench_new_parameters"
 
 
 def _checked_options(options: dict | None) -> dict:
@@ -74,12 +76,19 @@ def special_ids(tokenizer) -> tuple[int, int]:
 
 def _warm_started(spec: str, tokenizer, pad: int, eos: int):
     """(model, tokenizer, origin): an encoder-decoder with encoder and decoder from the encoder
-    checkpoint ``spec``; the decoder starts each answer from the tokenizer's [CLS] (or BOS)."""
+    checkpoint ``spec``; the decoder starts each answer from the tokenizer's [CLS] (or BOS). The
+    decoder's parameters the checkpoint lacked (its cross-attention, an LM head an encoder has not)
+    are named in the model's ``NEW_PARAMETERS`` attribute."""
     target = checkpoints.resolve(spec)
     try:
-        model = EncoderDecoderModel.from_encoder_decoder_pretrained(target, target)
+        encoder = AutoModel.from_pretrained(target)
+        decoder, loading = AutoModelForCausalLM.from_pretrained(target, is_decoder=True, add_cross_attention=True,
+                                                                output_loading_info=True)
     except OSError as err:
         raise InputError(spec, f"cannot warm-start an encoder-decoder from it ({first_line(err)})") from None
+    model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
+    names = {name for name, _ in model.named_parameters()}
+    setattr(model, NEW_PARAMETERS, frozenset(f"decoder.{key}" for key in loading["missing_keys"]) & names)
     start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     model.config.decoder_start_token_id = pad if start is None else start
     model.config.pad_token_id, model.config.eos_token_id = pad, eos
@@ -313,6 +322,9 @@ class T5Family(Family):
     def recognizes(self, model_dir: Path) -> bool | None:
         model_type = checkpoints.saved_model_type(model_dir)
         return None if model_type is None else model_type in MODEL_TYPES
+
+    def new_parameters(self, model) -> frozenset[str]:
+        return getattr(model, NEW_PARAMETERS, frozenset())
 
     def architecture(self, model_dir):
         return AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(str(model_dir)))

@@ -197,6 +197,54 @@ def test_no_answer_text_is_never_a_prediction(trained, num_beams):
     assert all(np.isfinite(v) for v in result.na_probs.values())
 
 
+def test_context_spans_allow_only_tokens_that_extend_a_span_of_the_context():
+    eos = 2
+    spans = t5._ContextSpans([np.array([5, 6, 7, 5, 8], np.int32)], num_beams=1, eos=eos)
+    context = spans.contexts[0]
+    assert spans.allowed(context, np.array([], np.int64)).tolist() == [5, 6, 7, 8]  # no EOS: no empty answer
+    assert spans.allowed(context, np.array([5])).tolist() == [eos, 6, 8]
+    assert spans.allowed(context, np.array([5, 6])).tolist() == [eos, 7]
+    assert spans.allowed(context, np.array([8])).tolist() == [eos]  # the context ends there
+    assert spans.allowed(context, np.array([5, 6, 7, 5, 8])).tolist() == [eos]
+    # beam rows map to their window; a finished row is left alone
+    beams = t5._ContextSpans([np.array([5, 6], np.int32), np.array([7, 8], np.int32)], num_beams=2, eos=eos)
+    start = 1
+    input_ids = torch.tensor([[start, 5], [start, 6], [start, 7], [start, eos]])
+    scores = beams(input_ids, torch.zeros(4, 10))
+    assert [torch.isfinite(row).nonzero().flatten().tolist() for row in scores] == [[eos, 6], [eos], [eos, 8],
+                                                                                   list(range(10))]
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_answers_from_context_are_spans_of_the_context(dev, num_beams):
+    # an untrained model writes arbitrary tokens; constrained, it can only pick spans of the context
+    model, tokenizer, _ = t5.FAMILY.build(TINY_T5, seed=5)
+    model.eval()
+    examples = dev[:6]
+    contexts = {e.id: e.context for e in examples}
+
+    def answers(from_context: bool) -> dict[str, str]:
+        options = {"num_beams": num_beams, "max_answer_tokens": 6, "answers_from_context": from_context}
+        result = predict(model, tokenizer, examples, {**SETTINGS, "options": options}, threshold=1e9,
+                         progress=False)
+        return result.predictions
+
+    free = answers(False)
+    assert any(text not in contexts[qid] for qid, text in free.items())
+    constrained = answers(True)
+    assert set(constrained) == set(contexts)
+    assert all(text and text in contexts[qid] for qid, text in constrained.items())
+
+
+def test_answers_from_context_keep_what_a_trained_model_learnt(trained):
+    model, tokenizer, examples = trained
+    settings = {**SETTINGS, "options": {"answers_from_context": True}}
+    result = predict(model, tokenizer, examples, settings, batch_size=4, threshold=0.0, progress=False)
+    for example in examples:
+        expected = example.answer_texts[0] if example.answer_texts else ""
+        assert result.predictions[example.id] == expected
+
+
 def test_save_load_gives_identical_predictions(trained, tmp_path):
     model, tokenizer, examples = trained
     before = predict(model, tokenizer, examples, SETTINGS, progress=False)

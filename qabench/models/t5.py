@@ -8,7 +8,10 @@ it is not a T5.
 
 Contexts longer than the input are split into overlapping windows, as for the span families. Each
 window gets a generated answer and two exact sequence log-probabilities (teacher forced): that of
-its answer and that of the no-answer string. Like the span models, a question takes its best
+its answer and that of the no-answer string. With the option ``answers_from_context`` the answer is
+generated under a constraint that keeps it a span of the window's context (each step may only extend
+a token sequence the context holds, and stop once it has one): the decoder then chooses the span, as
+an extractive reader does, instead of writing words the context may not have. Like the span models, a question takes its best
 answer over windows and its least confident no-answer score, and na_prob = null - answer.
 """
 
@@ -40,7 +43,8 @@ from qabench.windows import WindowSpec, truncate_questions
 
 # model types of Hugging Face configs this family reads: T5s, and warm-started encoder-decoders
 MODEL_TYPES = ("t5", "mt5", "umt5", "longt5", "encoder-decoder")
-DEFAULT_OPTIONS = {"no_answer_text": "unanswerable", "max_answer_tokens": 32, "num_beams": 1}
+DEFAULT_OPTIONS = {"no_answer_text": "unanswerable", "max_answer_tokens": 32, "num_beams": 1,
+                   "answers_from_context": False}
 FEATURE_COLUMNS = ["example_index", "example_id", "input_ids", "labels", "window_start", "window_end"]
 IGNORE_INDEX = -100
 PREFIX = "question: {question} context:"
@@ -213,6 +217,36 @@ class _BanFirstTokens(LogitsProcessor):
         return scores
 
 
+class _ContextSpans(LogitsProcessor):
+    """Keep each generated answer a span of its window's context: the first token is any context
+    token; each later one must extend the answer so far to a token sequence the context holds; EOS
+    is allowed once the answer is not empty. Rows of a beam search are ``num_beams`` per window."""
+
+    def __init__(self, contexts: list[np.ndarray], num_beams: int, eos: int):
+        self.contexts, self.num_beams, self.eos = contexts, num_beams, eos
+
+    def allowed(self, context: np.ndarray, answer: np.ndarray) -> np.ndarray:
+        """Token ids that may follow ``answer`` (the generated ids after the decoder start)."""
+        k = len(answer)
+        if k == 0:
+            return np.unique(context)
+        if k >= len(context):
+            return np.asarray([self.eos])
+        starts = np.flatnonzero((np.lib.stride_tricks.sliding_window_view(context[:-1], k) == answer).all(1))
+        return np.unique(np.append(context[starts + k], self.eos))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, 1:].cpu().numpy()  # drop the decoder start token
+        mask = torch.full_like(scores, -float("inf"))
+        for row, answer in enumerate(generated):
+            if (answer == self.eos).any():  # finished: generate pads it, whatever the scores
+                mask[row] = 0
+                continue
+            allowed = self.allowed(self.contexts[row // self.num_beams], answer)
+            mask[row, torch.from_numpy(allowed.astype(np.int64))] = 0
+        return scores + mask
+
+
 def _snap_to_context(answer_ids: np.ndarray, window: _Window, context: str) -> str | None:
     """The context's own characters where the answer tokens occur in the window, if they do;
     exact text beats a decoded one (an uncased WordPiece vocabulary decodes "U.S." as "u. s.")."""
@@ -236,7 +270,8 @@ class _Generation:
     null_ids: np.ndarray  # the no-answer text's target ids
     null_norm: str  # the no-answer text, normalised
     kwargs: dict  # for model.generate
-    ban: LogitsProcessorList  # no first token that starts an abstention (for the second try)
+    ban: _BanFirstTokens  # no first token that starts an abstention (for the second try)
+    from_context: bool  # answers constrained to spans of the window's context
 
     @classmethod
     def of(cls, model, tokenizer, options: dict) -> _Generation:
@@ -246,7 +281,13 @@ class _Generation:
                   "do_sample": False, "pad_token_id": pad, "eos_token_id": eos,
                   "decoder_start_token_id": model.config.decoder_start_token_id}
         return cls(pad, eos, null_ids, normalize_answer(options["no_answer_text"]), kwargs,
-                   LogitsProcessorList([_BanFirstTokens(sorted({int(null_ids[0]), eos, pad}))]))
+                   _BanFirstTokens(sorted({int(null_ids[0]), eos, pad})), bool(options["answers_from_context"]))
+
+    def processors(self, windows: list[_Window], second_try: bool) -> LogitsProcessorList:
+        """The logits processors of one generate call over ``windows``."""
+        chosen = [_ContextSpans([w.context_ids for w in windows], self.kwargs["num_beams"], self.eos)] \
+            if self.from_context else []
+        return LogitsProcessorList(chosen + ([self.ban] if second_try else []))
 
     def usable(self, text: str) -> bool:
         """Whether a generated text is an answer: not empty, not the no-answer text."""
@@ -285,12 +326,15 @@ def _generate_answers(model, tokenizer, generation: _Generation, encoded: BaseMo
                       windows: list[_Window], examples: list[Example]) -> list[tuple[np.ndarray, str]]:
     """The (answer ids, answer text) each window of a batch generates; where the answer is not usable,
     generated again with the abstention's first tokens banned."""
-    generated = model.generate(encoder_outputs=encoded, attention_mask=mask, **generation.kwargs).cpu().numpy()
+    generated = model.generate(encoder_outputs=encoded, attention_mask=mask,
+                               logits_processor=generation.processors(windows, second_try=False),
+                               **generation.kwargs).cpu().numpy()
     answers = [_decode_answer(tokenizer, generation, w, g, examples) for w, g in zip(windows, generated)]
     redo = [row for row, (_, text) in enumerate(answers) if not generation.usable(text)]
     if redo:
         again = model.generate(encoder_outputs=_rows(encoded, redo), attention_mask=mask[redo],
-                               logits_processor=generation.ban, **generation.kwargs).cpu().numpy()
+                               logits_processor=generation.processors([windows[r] for r in redo], second_try=True),
+                               **generation.kwargs).cpu().numpy()
         for row, g in zip(redo, again):
             answers[row] = _decode_answer(tokenizer, generation, windows[row], g, examples)
     return answers

@@ -181,6 +181,7 @@ BAD = [
     ("family", "t5", {"num_beams": 0}, ".num_beams: "),
     ("family", "t5", {"max_answer_tokens": 0}, ".max_answer_tokens: "),
     ("family", "t5", {"no_answer_text": "??"}, ".no_answer_text: "),
+    ("family", "t5", {"answers_from_context": "yes"}, ".answers_from_context: "),
     ("family", "mamba", {"bidirectonal": True}, ": unknown mamba option 'bidirectonal'"),
     ("family", "mamba", {"bidirectional": "yes"}, ".bidirectional: "),
     ("method", "lora", {"rnak": 8}, ": unknown lora option 'rnak'"),
@@ -261,6 +262,7 @@ def test_the_schema_refuses_before_the_job_what_the_job_would_refuse_later(smoke
 GOOD = [
     ("family", "lstm", {"vocab_size": None, "char_embedding_dim": 8, "dropout": 0}),
     ("family", "t5", {"no_answer_text": "no answer", "num_beams": 4}),
+    ("family", "t5", {"answers_from_context": True, "num_beams": 2}),
     ("family", "mamba", {"bidirectional": False}),
     ("method", "lora", {"rank": 2, "alpha": 0.5, "dropout": 0.0, "target_modules": ["query"], "device": "cuda:1",
                         "train": {"epochs": 0.5, "seed": 3, "max_grad_norm": 0.5, "log_every_steps": 5}}),

@@ -63,6 +63,8 @@ def _checked_options(options: dict | None) -> dict:
         raise InputError("config", "t5 option no_answer_text must hold a word (it is compared after normalisation)")
     if int(merged["max_answer_tokens"]) < 1 or int(merged["num_beams"]) < 1:
         raise InputError("config", "t5 options max_answer_tokens and num_beams must be at least 1")
+    if not isinstance(merged["answers_from_context"], bool):
+        raise InputError("config", "t5 option answers_from_context must be true or false")
     return merged
 
 
@@ -281,7 +283,7 @@ class _Generation:
                   "do_sample": False, "pad_token_id": pad, "eos_token_id": eos,
                   "decoder_start_token_id": model.config.decoder_start_token_id}
         return cls(pad, eos, null_ids, normalize_answer(options["no_answer_text"]), kwargs,
-                   _BanFirstTokens(sorted({int(null_ids[0]), eos, pad})), bool(options["answers_from_context"]))
+                   _BanFirstTokens(sorted({int(null_ids[0]), eos, pad})), options["answers_from_context"])
 
     def processors(self, windows: list[_Window], second_try: bool) -> LogitsProcessorList:
         """The logits processors of one generate call over ``windows``."""

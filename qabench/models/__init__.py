@@ -30,6 +30,12 @@ MASKED_LOGIT = -1e4
 # the attribute of a built model that names the parameters its pretrained start did not have
 NEW_PARAMETERS = "qabench_new_parameters"
 
+
+def mark_new_parameters(model, names: Iterable[str]) -> None:
+    """Record which of ``model``'s parameters its pretrained start lacked (a loader's missing keys;
+    keys that are not parameters, such as buffers, are dropped), for ``Family.new_parameters``."""
+    setattr(model, NEW_PARAMETERS, frozenset(names) & {name for name, _ in model.named_parameters()})
+
 # What a family can do, as the compression methods ask it:
 CAPABILITIES = {
     "spans": "reads span windows and scores start/end positions (SpanFamily)",
@@ -145,7 +151,7 @@ class Family(ABC):
     def new_parameters(self, model) -> frozenset[str]:
         """Names of the parameters of a model ``build`` made whose pretrained start did not have them
         (a warm start's new layers, a new task head); they train at ``new_weights_learning_rate`` where
-        that is set. ``build`` names them in the model's ``NEW_PARAMETERS`` attribute."""
+        that is set. ``build`` names them with ``mark_new_parameters``."""
         return getattr(model, NEW_PARAMETERS, frozenset())
 
     def implementation(self, model) -> str | None:

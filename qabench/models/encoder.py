@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenize
 
 from qabench import checkpoints
 from qabench.errors import InputError
-from qabench.models import NEW_PARAMETERS
+from qabench.models import mark_new_parameters
 from qabench.models.span import SpanFamily
 
 # model types of Hugging Face configs that hold another family's model (t5's and encoder-decoders, Mamba backbones)
@@ -45,9 +45,7 @@ class EncoderFamily(SpanFamily):
         else:
             model, loading = checkpoints.load_pretrained(AutoModelForQuestionAnswering, checkpoint,
                                                          output_loading_info=True)
-            # an encoder checkpoint without a QA head gets a new one (qa_outputs)
-            names = {name for name, _ in model.named_parameters()}
-            setattr(model, NEW_PARAMETERS, frozenset(loading["missing_keys"]) & names)
+            mark_new_parameters(model, loading["missing_keys"])  # an encoder checkpoint has no QA head
             origin = checkpoint
         return model, tokenizer, origin
 

@@ -38,7 +38,7 @@ from qabench.data import Example
 from qabench.errors import InputError
 from qabench.io import first_line
 from qabench.metrics import normalize_answer
-from qabench.models import NEW_PARAMETERS, Family, WindowScores
+from qabench.models import Family, WindowScores, mark_new_parameters
 from qabench.postprocess import Candidate
 from qabench.progress import bar as progress_bar
 from qabench.windows import WindowSpec, truncate_questions
@@ -84,7 +84,7 @@ def _warm_started(spec: str, tokenizer, pad: int, eos: int):
     """(model, tokenizer, origin): an encoder-decoder with encoder and decoder from the encoder
     checkpoint ``spec``; the decoder starts each answer from the tokenizer's [CLS] (or BOS). The
     decoder's parameters the checkpoint lacked (its cross-attention, an LM head an encoder has not)
-    are named in the model's ``NEW_PARAMETERS`` attribute."""
+    are marked as new (``mark_new_parameters``)."""
     target = checkpoints.resolve(spec)
     try:
         encoder = AutoModel.from_pretrained(target)
@@ -93,8 +93,7 @@ def _warm_started(spec: str, tokenizer, pad: int, eos: int):
     except OSError as err:
         raise InputError(spec, f"cannot warm-start an encoder-decoder from it ({first_line(err)})") from None
     model = EncoderDecoderModel(encoder=encoder, decoder=decoder)
-    names = {name for name, _ in model.named_parameters()}
-    setattr(model, NEW_PARAMETERS, frozenset(f"decoder.{key}" for key in loading["missing_keys"]) & names)
+    mark_new_parameters(model, (f"decoder.{key}" for key in loading["missing_keys"]))
     start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     model.config.decoder_start_token_id = pad if start is None else start
     model.config.pad_token_id, model.config.eos_token_id = pad, eos

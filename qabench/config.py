@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -175,7 +176,38 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
                                      f"must be at least {gpus} (it is {batch_size})")
     _check_variants(config, source)
     _check_warm_starts(config, source)
+    _check_continued_models(config, source)
     return config
+
+
+def continued_from(config: dict, model: str) -> str | None:
+    """The base directory of another of this config's models (``results/models/M/base``) that
+    ``model``'s checkpoint names, so it trains further from it; None when its checkpoint is anything else."""
+    spec = config["models"][model]["checkpoint"]
+    if not isinstance(spec, str):
+        return None
+    parts = Path(os.path.normpath(spec)).parts
+    if len(parts) != 4 or parts[:2] != ("results", "models") or parts[2] not in config["models"] or parts[3] != "base":
+        return None
+    return "/".join(parts)
+
+
+def _check_continued_models(config: dict, source: str) -> None:
+    for model, spec in config["models"].items():
+        start = continued_from(config, model)
+        if start is None:
+            continue
+        other = start.split("/")[2]
+        if other == model:
+            raise InputError(source, f"models.{model}.checkpoint: {start} is this model's own output")
+        if "continue" not in models.capabilities(spec["family"]):
+            able = [f for f in models.FAMILIES if "continue" in models.capabilities(f)]
+            raise InputError(source, f"models.{model}.checkpoint: the {spec['family']} family cannot train further "
+                                     f"from a model it trained (families that can: {', '.join(able)})")
+        other_family = config["models"][other]["family"]
+        if other_family != spec["family"]:
+            raise InputError(source, f"models.{model}.checkpoint: {start} is a model of family {other_family}, "
+                                     f"{model} of family {spec['family']}")
 
 
 def _check_warm_starts(config: dict, source: str) -> None:

@@ -87,6 +87,12 @@ def train_launcher(wildcards, resources):
     return "python -m workflow_scripts.train" + (" --device cuda" if gpus == 1 else "")
 
 
+def continued_model_dir(wildcards):
+    """The model directory this model trains further from, when its checkpoint is another model's
+    output (so that model is made first, and a change to it reruns this one); else nothing."""
+    return continued_from(config, wildcards.model) or []
+
+
 def checkpoint_arg(wildcards):
     spec = MODELS[wildcards.model]["checkpoint"]
     return json.dumps(spec, sort_keys=True) if isinstance(spec, dict) else spec

@@ -96,7 +96,8 @@ rule prepare_eval:
 
 rule tokenize_shard:
     input:
-        train_examples,
+        examples=train_examples,
+        tokenizer=continued_model_dir,
     output:
         "results/features/{model}/train/shard-{shard}.parquet",
     params:
@@ -115,7 +116,7 @@ rule tokenize_shard:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m workflow_scripts.tokenize_shard --examples {input:q} --family {params.family:q} "
+        "python -m workflow_scripts.tokenize_shard --examples {input.examples:q} --family {params.family:q} "
         "--checkpoint {params.checkpoint:q} --options {params.options:q} {params.window} "
         "--shard {wildcards.shard} --shards {params.shards} --out {output:q} > {log:q} 2>&1"
 

@@ -2,6 +2,7 @@ rule train:
     input:
         examples=train_examples,
         manifest="results/features/{model}/train/manifest.json",
+        start=continued_model_dir,
     output:
         directory("results/models/{model}/base"),
     params:

@@ -288,6 +288,32 @@ def test_variant_without_a_known_method(smoke):
     assert "compression.shrunk: give `method`" in _error(smoke)
 
 
+
+def test_a_model_can_train_further_from_another_models_output(smoke):
+    smoke["models"]["tinyt5_more"] = {**copy.deepcopy(smoke["models"]["tinyt5"]), "variants": [],
+                                      "checkpoint": "./results/models/tinyt5/base/"}
+    validated = config.validate(smoke)
+    assert config.continued_from(validated, "tinyt5_more") == "results/models/tinyt5/base"
+    assert config.continued_from(validated, "tinyt5") is None
+    for elsewhere in ("results/models/tinyt5/int8", "results/models/absent/base", "models/tinyt5/base"):
+        smoke["models"]["tinyt5_more"]["checkpoint"] = elsewhere  # a directory like any other
+        assert config.continued_from(config.validate(copy.deepcopy(smoke)), "tinyt5_more") is None
+
+
+def test_a_model_cannot_continue_itself_another_family_or_in_a_family_that_cannot(smoke):
+    original = smoke["models"]["tinyt5"]["checkpoint"]
+    smoke["models"]["tinyt5"]["checkpoint"] = "results/models/tinyt5/base"
+    assert "models.tinyt5.checkpoint: results/models/tinyt5/base is this model's own output" in _error(smoke)
+    smoke["models"]["tinyt5"]["checkpoint"] = "results/models/tinybert/base"
+    assert "results/models/tinybert/base is a model of family encoder, tinyt5 of family t5" in _error(smoke)
+    smoke["models"]["tinyt5"]["checkpoint"] = original
+    smoke["models"]["tinymamba_first"] = copy.deepcopy(smoke["models"]["tinymamba"])
+    smoke["models"]["tinymamba"]["checkpoint"] = "results/models/tinymamba_first/base"
+    message = _error(smoke)
+    assert "models.tinymamba.checkpoint: the mamba family cannot train further" in message
+    assert "(families that can: encoder, t5)" in message
+
+
 # each overlay with the files merged under it, in order, as the README runs them
 OVERLAYS = {"variants-cpu.yaml": ["config.yaml"],
             "families-cpu.yaml": ["config.yaml", "configs/variants-cpu.yaml"],

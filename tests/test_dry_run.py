@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,25 @@ def test_a_missing_first_source_is_fine_when_a_later_one_is_there(tmp_path):
     config = _absolute(yaml.safe_load(yaml.safe_dump(SMOKE)))
     assert not Path(config["data"]["sources"]["train_absent"]["path"]).exists()
     assert dry_run(tmp_path, config).returncode == 0
+
+
+def test_a_model_that_trains_further_from_another_waits_for_it(tmp_path):
+    """A checkpoint naming another model's output makes that model first (and its change reruns this one)."""
+    config = _absolute(yaml.safe_load(yaml.safe_dump(SMOKE)))
+    config["models"] = {"tinyt5": config["models"]["tinyt5"],
+                        "tinyt5_more": {**config["models"]["tinyt5"], "checkpoint": "results/models/tinyt5/base"}}
+    config["models"]["tinyt5"]["variants"] = config["models"]["tinyt5_more"]["variants"] = []
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                             str(tmp_path), "--cores", "1", "-n", "--configfile", str(path), "--",
+                             "results/models/tinyt5_more/base"], capture_output=True, text=True, timeout=300,
+                            env=os.environ)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = re.split(r"^rule ", result.stdout + result.stderr, flags=re.MULTILINE)
+    continued = [job for job in jobs if "output: results/models/tinyt5_more/base" in job]
+    tokenized = [job for job in jobs if "output: results/features/tinyt5_more/train/shard-0.parquet" in job]
+    assert any("output: results/models/tinyt5/base" in job for job in jobs)
+    for job in continued + tokenized:  # both read the other model's directory (its weights, its tokenizer)
+        assert "results/models/tinyt5/base" in next(line for line in job.splitlines() if "input:" in line)
+    assert len(continued) == len(tokenized) == 1

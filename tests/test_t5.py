@@ -353,6 +353,27 @@ def test_warm_started_model_answers_abstains_and_reloads(tiny_encoder_dir, dev, 
         == result.predictions.keys()
 
 
+
+def test_a_trained_encoder_decoder_is_a_checkpoint_to_train_further(tiny_encoder_dir, tmp_path):
+    """``checkpoint: results/models/M/base`` (a model this family trained) builds that model again with
+    its weights and no new layers, so a second run continues it instead of starting from the warm start."""
+    from qabench import model_dir
+
+    first, tokenizer, origin = t5.FAMILY.build({"warm_start": str(tiny_encoder_dir)}, seed=0)
+    base = tmp_path / "results" / "models" / "b2b" / "base"
+    written = model_dir.base_settings("t5", {k: SETTINGS[k] for k in ("max_length", "stride", "max_question_tokens")},
+                                      checkpoint={"warm_start": str(tiny_encoder_dir)}, origin=origin, options={})
+    model_dir.write(base, lambda d: t5.FAMILY.save(first, tokenizer, d), written, {})
+
+    again, again_tokenizer, again_origin = t5.FAMILY.build(str(base), seed=1)
+    assert type(again).__name__ == "EncoderDecoderModel" and again_origin == str(base)
+    assert t5.FAMILY.new_parameters(again) == frozenset()
+    weights = first.state_dict()
+    assert again.state_dict().keys() == weights.keys()
+    assert all(torch.equal(tensor, weights[name]) for name, tensor in again.state_dict().items())
+    assert again.config.decoder_start_token_id == first.config.decoder_start_token_id
+    assert again_tokenizer.get_vocab() == tokenizer.get_vocab()
+
 def test_lora_adapts_a_warm_started_model_cross_attention_included(tiny_encoder_dir):
     from qabench.compression import lora
 

@@ -44,6 +44,7 @@ CAPABILITIES = {
     "export": "its span function traces with torch.export and the ONNX exporter (int8 inductor, onnx)",
     "adapters": "names the modules LoRA adapts (lora_targets) and those trained in full beside them",
     "warm_start": "builds an encoder-decoder from an encoder checkpoint (checkpoint: {warm_start: SPEC})",
+    "continue": "builds from a model directory it saved, to train it further (checkpoint: results/models/M/base)",
 }
 
 
@@ -55,8 +56,8 @@ class Registration:
 
 FAMILIES: dict[str, Registration] = {
     "encoder": Registration("qabench.models.encoder",
-                            frozenset({"spans", "encoder_layers", "export", "adapters"})),
-    "t5": Registration("qabench.models.t5", frozenset({"adapters", "warm_start"})),
+                            frozenset({"spans", "encoder_layers", "export", "adapters", "continue"})),
+    "t5": Registration("qabench.models.t5", frozenset({"adapters", "warm_start", "continue"})),
     "lstm": Registration("qabench.models.lstm", frozenset({"spans"})),
     "mamba": Registration("qabench.models.mamba", frozenset({"spans", "adapters"})),
 }

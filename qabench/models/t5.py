@@ -381,7 +381,8 @@ class T5Family(Family):
     def build(self, checkpoint: str | dict, seed: int, options: dict | None = None):
         """Model, tokenizer and weight origin for training.
 
-        ``checkpoint`` is a spec string (``t5-small``, ``google/flan-t5-base``, a directory),
+        ``checkpoint`` is a spec string (``t5-small``, ``google/flan-t5-base``, a directory, such as
+        another model's ``results/models/M/base`` to train further),
         ``{"random_init": {T5Config fields}, "tokenizer": spec}``, optionally with ``"embeddings": spec``
         (word embeddings copied from that checkpoint), or ``{"warm_start": spec}`` (an encoder-decoder
         whose encoder and decoder start from the encoder checkpoint ``spec``, with its tokenizer).
@@ -389,8 +390,8 @@ class T5Family(Family):
         _checked_options(options)
         torch.manual_seed(seed)
         tokenizer = self.load_tokenizer(checkpoint, options)
-        if not isinstance(checkpoint, dict):
-            return checkpoints.load_pretrained(T5ForConditionalGeneration, checkpoint), tokenizer, checkpoint
+        if not isinstance(checkpoint, dict):  # a T5, or an encoder-decoder this family trained before
+            return checkpoints.load_pretrained(AutoModelForSeq2SeqLM, checkpoint), tokenizer, checkpoint
         pad, eos = special_ids(tokenizer)
         if "warm_start" in checkpoint:
             return _warm_started(checkpoint["warm_start"], tokenizer, pad, eos)

@@ -5,7 +5,7 @@ import sys
 
 from pathlib import Path
 
-from qabench.config import continued_from, train_set, validate as validate_config
+from qabench.config import continued_from, first_checkpoint, train_set, validate as validate_config
 from qabench.download import check_local_sources
 from qabench.errors import InputError
 from qabench.snakemake_env import put_running_interpreter_first

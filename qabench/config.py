@@ -192,18 +192,31 @@ def continued_from(config: dict, model: str) -> str | None:
     return "/".join(parts)
 
 
+def first_checkpoint(config: dict, model: str) -> str | dict:
+    """The checkpoint ``model``'s line of training began from: its own, or, where it trains further from
+    another model, that model's (and so on). Its tokenizer is the one each of them saved."""
+    while (start := continued_from(config, model)) is not None:
+        model = start.split("/")[2]
+    return config["models"][model]["checkpoint"]
+
+
 def _check_continued_models(config: dict, source: str) -> None:
     for model, spec in config["models"].items():
         start = continued_from(config, model)
         if start is None:
             continue
-        other = start.split("/")[2]
-        if other == model:
-            raise InputError(source, f"models.{model}.checkpoint: {start} is this model's own output")
+        line, step = [model], start
+        while step is not None:
+            line.append(step.split("/")[2])
+            if line[-1] == model:
+                raise InputError(source, f"models.{model}.checkpoint: {start} trains further from this model's own "
+                                         f"output ({' -> '.join(line)})")
+            step = continued_from(config, line[-1]) if line.count(line[-1]) == 1 else None
         if "continue" not in models.capabilities(spec["family"]):
             able = [f for f in models.FAMILIES if "continue" in models.capabilities(f)]
             raise InputError(source, f"models.{model}.checkpoint: the {spec['family']} family cannot train further "
                                      f"from a model it trained (families that can: {', '.join(able)})")
+        other = line[1]
         other_family = config["models"][other]["family"]
         if other_family != spec["family"]:
             raise InputError(source, f"models.{model}.checkpoint: {start} is a model of family {other_family}, "

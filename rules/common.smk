@@ -94,7 +94,16 @@ def continued_model_dir(wildcards):
 
 
 def checkpoint_arg(wildcards):
-    spec = MODELS[wildcards.model]["checkpoint"]
+    return _checkpoint_json(MODELS[wildcards.model]["checkpoint"])
+
+
+def tokenizer_checkpoint_arg(wildcards):
+    """Where the model's tokenizer comes from; a model that trains further from another has the tokenizer
+    its line began with, so its examples can be tokenized before the other model is trained."""
+    return _checkpoint_json(first_checkpoint(config, wildcards.model))
+
+
+def _checkpoint_json(spec):
     return json.dumps(spec, sort_keys=True) if isinstance(spec, dict) else spec
 
 

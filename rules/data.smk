@@ -96,13 +96,12 @@ rule prepare_eval:
 
 rule tokenize_shard:
     input:
-        examples=train_examples,
-        tokenizer=continued_model_dir,
+        train_examples,
     output:
         "results/features/{model}/train/shard-{shard}.parquet",
     params:
         family=lambda wc: MODELS[wc.model]["family"],
-        checkpoint=checkpoint_arg,
+        checkpoint=tokenizer_checkpoint_arg,
         options=options_arg,
         window=lambda wc: (
             f"--max-length {config['tokenize']['max_length']} --stride {config['tokenize']['stride']} "
@@ -116,7 +115,7 @@ rule tokenize_shard:
     conda:
         "../envs/torch.yaml"
     shell:
-        "python -m workflow_scripts.tokenize_shard --examples {input.examples:q} --family {params.family:q} "
+        "python -m workflow_scripts.tokenize_shard --examples {input:q} --family {params.family:q} "
         "--checkpoint {params.checkpoint:q} --options {params.options:q} {params.window} "
         "--shard {wildcards.shard} --shards {params.shards} --out {output:q} > {log:q} 2>&1"
 

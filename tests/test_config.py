@@ -295,6 +295,12 @@ def test_a_model_can_train_further_from_another_models_output(smoke):
     validated = config.validate(smoke)
     assert config.continued_from(validated, "tinyt5_more") == "results/models/tinyt5/base"
     assert config.continued_from(validated, "tinyt5") is None
+    smoke["models"]["tinyt5_most"] = {**copy.deepcopy(smoke["models"]["tinyt5_more"]),
+                                      "checkpoint": "results/models/tinyt5_more/base"}
+    validated = config.validate(copy.deepcopy(smoke))
+    assert config.first_checkpoint(validated, "tinyt5_most") == smoke["models"]["tinyt5"]["checkpoint"]
+    assert config.first_checkpoint(validated, "tinybert") == smoke["models"]["tinybert"]["checkpoint"]
+    del smoke["models"]["tinyt5_most"]
     for elsewhere in ("results/models/tinyt5/int8", "results/models/absent/base", "models/tinyt5/base"):
         smoke["models"]["tinyt5_more"]["checkpoint"] = elsewhere  # a directory like any other
         assert config.continued_from(config.validate(copy.deepcopy(smoke)), "tinyt5_more") is None
@@ -303,7 +309,12 @@ def test_a_model_can_train_further_from_another_models_output(smoke):
 def test_a_model_cannot_continue_itself_another_family_or_in_a_family_that_cannot(smoke):
     original = smoke["models"]["tinyt5"]["checkpoint"]
     smoke["models"]["tinyt5"]["checkpoint"] = "results/models/tinyt5/base"
-    assert "models.tinyt5.checkpoint: results/models/tinyt5/base is this model's own output" in _error(smoke)
+    assert "models.tinyt5.checkpoint: results/models/tinyt5/base trains further from this model's own output " \
+           "(tinyt5 -> tinyt5)" in _error(smoke)
+    smoke["models"]["tinyt5_more"] = {**copy.deepcopy(smoke["models"]["tinyt5"]), "variants": []}
+    smoke["models"]["tinyt5"]["checkpoint"] = "results/models/tinyt5_more/base"
+    assert "(tinyt5 -> tinyt5_more -> tinyt5)" in _error(smoke)
+    del smoke["models"]["tinyt5_more"]
     smoke["models"]["tinyt5"]["checkpoint"] = "results/models/tinybert/base"
     assert "results/models/tinybert/base is a model of family encoder, tinyt5 of family t5" in _error(smoke)
     smoke["models"]["tinyt5"]["checkpoint"] = original

@@ -205,13 +205,12 @@ def _check_continued_models(config: dict, source: str) -> None:
         start = continued_from(config, model)
         if start is None:
             continue
-        line, step = [model], start
-        while step is not None:
+        line = [model]
+        while (step := continued_from(config, line[-1])) is not None:
             line.append(step.split("/")[2])
-            if line[-1] == model:
-                raise InputError(source, f"models.{model}.checkpoint: {start} trains further from this model's own "
-                                         f"output ({' -> '.join(line)})")
-            step = continued_from(config, line[-1]) if line.count(line[-1]) == 1 else None
+            if line[-1] in line[:-1]:
+                raise InputError(source, f"models.{model}.checkpoint: {start} leads to a circle of models training "
+                                         f"further from each other ({' -> '.join(line)})")
         if "continue" not in models.capabilities(spec["family"]):
             able = [f for f in models.FAMILIES if "continue" in models.capabilities(f)]
             raise InputError(source, f"models.{model}.checkpoint: the {spec['family']} family cannot train further "

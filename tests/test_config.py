@@ -309,8 +309,8 @@ def test_a_model_can_train_further_from_another_models_output(smoke):
 def test_a_model_cannot_continue_itself_another_family_or_in_a_family_that_cannot(smoke):
     original = smoke["models"]["tinyt5"]["checkpoint"]
     smoke["models"]["tinyt5"]["checkpoint"] = "results/models/tinyt5/base"
-    assert "models.tinyt5.checkpoint: results/models/tinyt5/base trains further from this model's own output " \
-           "(tinyt5 -> tinyt5)" in _error(smoke)
+    assert "models.tinyt5.checkpoint: results/models/tinyt5/base leads to a circle of models training further " \
+           "from each other (tinyt5 -> tinyt5)" in _error(smoke)
     smoke["models"]["tinyt5_more"] = {**copy.deepcopy(smoke["models"]["tinyt5"]), "variants": []}
     smoke["models"]["tinyt5"]["checkpoint"] = "results/models/tinyt5_more/base"
     assert "(tinyt5 -> tinyt5_more -> tinyt5)" in _error(smoke)

@@ -23,8 +23,19 @@ def run(*, family: str, checkpoint: str | dict, options: dict, features, window:
                         new_parameters=model_family.new_parameters(model))
     if train.process_rank()[0] > 0:
         return None
-    settings = model_dir.base_settings(family, window, checkpoint=checkpoint, origin=origin, options=options)
+    settings = model_dir.base_settings(family, window, checkpoint=checkpoint, origin=_line_origin(checkpoint, origin),
+                                       options=options)
     model.to("cpu")
     record = {**stats, **counts, "device": device, "settings": asdict(train_settings), "data": data_counts}
     model_dir.write(out_dir, lambda tmp: model_family.save(model, tokenizer, tmp), settings, record, state_dir)
     return settings
+
+
+def _line_origin(checkpoint: str | dict, origin: str) -> str:
+    """A model trained further from a model directory of ours keeps where that one's weights came from
+    (the summary's init column): "BERT2BERT warm start from ...; trained further from results/models/..."."""
+    if isinstance(checkpoint, str) and (Path(checkpoint) / model_dir.SETTINGS_FILE).is_file():
+        earlier = model_dir.read_settings(checkpoint).get("origin")
+        if earlier:
+            return f"{earlier}; trained further from {checkpoint}"
+    return origin

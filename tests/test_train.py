@@ -131,6 +131,24 @@ def test_an_encoder_checkpoint_without_a_qa_head_names_the_new_head(tiny_encoder
     assert max(moved[n] for n in moved if n not in new) < 1e-6
 
 
+
+def test_training_further_from_a_trained_model_starts_from_its_weights_and_keeps_its_origin(trained_encoder,
+                                                                                          features, tmp_path):
+    """``checkpoint: results/models/M/base``: the second run starts from M's weights (at a negligible rate
+    they stay M's) and its origin says where M's came from and that it was trained further."""
+    from qabench import finetune, model_dir
+
+    first = trained_encoder[0]
+    window = {"max_length": 64, "stride": 16, "max_question_tokens": 24}
+    finetune.run(family="encoder", checkpoint=str(first), options={}, features=features, window=window,
+                 train_settings=replace(SETTINGS, epochs=1, learning_rate=1e-12), out_dir=tmp_path / "more",
+                 state_dir=tmp_path / "state", data_counts={})
+    earlier, again = model_dir.read_settings(first), model_dir.read_settings(tmp_path / "more")
+    assert again["origin"] == f"{earlier['origin']}; trained further from {first}"
+    assert again["checkpoint"] == str(first)
+    before, after = (encoder.FAMILY.load(d)[0].state_dict() for d in (first, tmp_path / "more"))
+    assert all(torch.allclose(after[name], tensor, atol=1e-6) for name, tensor in before.items())
+
 def test_padding_a_batch_wider_does_not_change_its_loss(features):
     model, tokenizer = _fresh_model()
     model.eval()

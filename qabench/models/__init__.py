@@ -36,6 +36,7 @@ def mark_new_parameters(model, names: Iterable[str]) -> None:
     keys that are not parameters, such as buffers, are dropped), for ``Family.new_parameters``."""
     setattr(model, NEW_PARAMETERS, frozenset(names) & {name for name, _ in model.named_parameters()})
 
+
 # What a family can do, as the compression methods ask it:
 CAPABILITIES = {
     "spans": "reads span windows and scores start/end positions (SpanFamily)",

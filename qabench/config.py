@@ -183,20 +183,26 @@ def validate(config: dict, source: str = "config", base_dir: str | Path | None =
 def continued_from(config: dict, model: str) -> str | None:
     """The base directory of another of this config's models (``results/models/M/base``) that
     ``model``'s checkpoint names, so it trains further from it; None when its checkpoint is anything else."""
+    other = _trained_further_from(config, model)
+    return None if other is None else f"results/models/{other}/base"
+
+
+def _trained_further_from(config: dict, model: str) -> str | None:
+    """The name of the model whose base ``model``'s checkpoint names, or None (see ``continued_from``)."""
     spec = config["models"][model]["checkpoint"]
     if not isinstance(spec, str):
         return None
     parts = Path(os.path.normpath(spec)).parts
     if len(parts) != 4 or parts[:2] != ("results", "models") or parts[2] not in config["models"] or parts[3] != "base":
         return None
-    return "/".join(parts)
+    return parts[2]
 
 
 def first_checkpoint(config: dict, model: str) -> str | dict:
     """The checkpoint ``model``'s line of training began from: its own, or, where it trains further from
     another model, that model's (and so on). Its tokenizer is the one each of them saved."""
-    while (start := continued_from(config, model)) is not None:
-        model = start.split("/")[2]
+    while (other := _trained_further_from(config, model)) is not None:
+        model = other
     return config["models"][model]["checkpoint"]
 
 
@@ -206,8 +212,8 @@ def _check_continued_models(config: dict, source: str) -> None:
         if start is None:
             continue
         line = [model]
-        while (step := continued_from(config, line[-1])) is not None:
-            line.append(step.split("/")[2])
+        while (step := _trained_further_from(config, line[-1])) is not None:
+            line.append(step)
             if line[-1] in line[:-1]:
                 raise InputError(source, f"models.{model}.checkpoint: {start} leads to a circle of models training "
                                          f"further from each other ({' -> '.join(line)})")

@@ -17,20 +17,20 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from qabench.data import Example, load_squad
 from qabench.errors import InputError, run_cli
 from qabench.io import write_json
-from qabench.metrics import evaluate_files
+from qabench.metrics import evaluate, load_predictions
 
 
-def answer_all_scores(data: Path, predict_dir: Path) -> dict:
-    """HasAns scores of one predict folder on ``data`` (a SQuAD 2.0 file)."""
-    for name in ("predictions.json", "best_spans.json"):
-        if not (predict_dir / name).is_file():
-            raise InputError(predict_dir, f"no {name} here (expected a predict rule's output folder)")
-    at_threshold = evaluate_files(data, predict_dir / "predictions.json")
-    answering_all = evaluate_files(data, predict_dir / "best_spans.json")
-    if "HasAns_total" not in answering_all:
-        raise InputError(data, "has no answerable questions")
+def answer_all_scores(answerable: list[Example], predict_dir: Path) -> dict:
+    """HasAns scores of one predict folder on the ``answerable`` questions."""
+    paths = [predict_dir / "predictions.json", predict_dir / "best_spans.json"]
+    for path in paths:
+        if not path.is_file():
+            raise InputError(predict_dir, f"no {path.name} here (expected a predict rule's output folder)")
+    at_threshold, answering_all = (evaluate(answerable, load_predictions(path), predictions_source=path)
+                                   for path in paths)
     return {
         "predictions": str(predict_dir),
         "HasAns_f1_at_threshold": at_threshold["HasAns_f1"],
@@ -47,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="also write the rows here (JSON)")
     args = parser.parse_args(argv)
 
-    rows = [answer_all_scores(args.data, folder) for folder in args.predict_dirs]
+    answerable = [example for example in load_squad(args.data) if example.answer_texts]
+    if not answerable:
+        raise InputError(args.data, "has no answerable questions")
+    rows = [answer_all_scores(answerable, folder) for folder in args.predict_dirs]
     print("| predictions | HasAns F1 at threshold | HasAns EM answering all | HasAns F1 answering all | answerable |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:

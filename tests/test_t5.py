@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -382,3 +384,174 @@ def test_lora_adapts_a_warm_started_model_cross_attention_included(tiny_encoder_
     wrapped = lora.wrapped_modules(adapted)
     assert any("crossattention.self.query" in name for name in wrapped)
     assert any(name.startswith("encoder.") and name.endswith("intermediate.dense") for name in wrapped)
+
+
+# ---------------------------------------------------------------------------------- no-answer head
+
+HEAD_OPTIONS = {"no_answer_head": True}
+
+
+def test_no_answer_head_is_new_and_adds_a_binary_loss_per_window(dev):
+    """The head's parameters are new; the loss is the generator's plus the head's mean binary
+    cross-entropy against "this window's target is the no-answer text"; shares over a batch add up."""
+    model, tok, origin = t5.FAMILY.build(TINY_T5, seed=2, options=HEAD_OPTIONS)
+    assert origin.endswith(", with a no-answer head")
+    assert t5.FAMILY.new_parameters(model) == {"no_answer_head.weight", "no_answer_head.bias"}
+    model.eval()
+    features = t5.FAMILY.make_features(dev[:6], tok, SPEC)
+    null = _target(tok, "unanswerable")
+    is_null = np.array([np.array_equal(labels, null) for labels in features["labels"]])
+    assert 0 < is_null.sum() < len(features)
+    rows = np.arange(len(features))
+    with torch.no_grad():
+        loss, _ = t5.FAMILY.batch_loss(model, tok, features)(rows)
+        shares = [t5.FAMILY.batch_loss(model, tok, features)(half, rows)[0].item()
+                  for half in (rows[::2], rows[1::2])]
+        inputs, mask = t5._pad_inputs(features["input_ids"].tolist(), t5.special_ids(tok)[0])
+        hidden = model.get_encoder()(input_ids=inputs, attention_mask=mask).last_hidden_state
+        logits = t5._null_logits(model.no_answer_head, hidden, mask).numpy()
+        head = model._modules.pop("no_answer_head")
+        generator_loss, _ = t5.FAMILY.batch_loss(model, tok, features)(rows)
+        model.add_module("no_answer_head", head)
+    p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    bce = -np.mean(np.where(is_null, np.log(p), np.log(1 - p)))
+    assert loss.item() == pytest.approx(generator_loss.item() + bce, rel=1e-5)
+    assert sum(shares) == pytest.approx(loss.item(), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained_with_head(dev):
+    answerable = [e for e in dev if e.answer_texts][:2]
+    examples = answerable + [e for e in dev if e.is_impossible][:1]
+    model, tokenizer, _ = t5.FAMILY.build(TINY_T5, seed=0, options=HEAD_OPTIONS)
+    assert _train(model, tokenizer, examples, max_steps=400) < 0.1
+    return model, tokenizer, examples
+
+
+def test_the_head_decides_abstention(trained_with_head):
+    """With a head, a question's na_prob is the lowest head logit over its windows, and the answer
+    comes from that window."""
+    model, tokenizer, examples = trained_with_head
+    result = predict(model, tokenizer, examples, SETTINGS, batch_size=4, threshold=0.0, progress=False)
+    for example in examples:
+        expected = example.answer_texts[0] if example.answer_texts else ""
+        assert result.predictions[example.id] == expected
+    windows = t5._windows(examples, tokenizer, SPEC, "unanswerable")
+    with torch.no_grad():
+        inputs, mask = t5._pad_inputs([w.input_ids for w in windows], t5.special_ids(tokenizer)[0])
+        hidden = model.get_encoder()(input_ids=inputs, attention_mask=mask).last_hidden_state
+        logits = t5._null_logits(model.no_answer_head, hidden, mask).numpy()
+    for index, example in enumerate(examples):
+        lowest = min(float(logit) for w, logit in zip(windows, logits) if w.example_index == index)
+        assert result.na_probs[example.id] == pytest.approx(lowest, abs=1e-4)
+
+
+def test_a_head_is_saved_beside_the_model_and_comes_back(trained_with_head, tmp_path):
+    from safetensors import safe_open
+
+    model, tokenizer, examples = trained_with_head
+    before = predict(model, tokenizer, examples, SETTINGS, progress=False)
+    t5.FAMILY.save(model, tokenizer, tmp_path)
+    assert (tmp_path / t5.HEAD_CONFIG).is_file() and (tmp_path / t5.HEAD_WEIGHTS).is_file()
+    with safe_open(tmp_path / "model.safetensors", "pt") as saved:
+        assert not any(key.startswith("no_answer_head") for key in saved.keys())
+    assert "no_answer_head.weight" in dict(model.named_parameters())  # the model keeps its head
+    loaded, loaded_tokenizer = t5.FAMILY.load(str(tmp_path))
+    after = predict(loaded, loaded_tokenizer, examples, SETTINGS, progress=False)
+    assert after.predictions == before.predictions and after.na_probs == before.na_probs
+
+    # training further from the directory keeps the head and its weights, whatever the options say
+    again, _, origin = t5.FAMILY.build(str(tmp_path), seed=1)
+    assert torch.equal(again.no_answer_head.weight, model.no_answer_head.weight)
+    assert t5.FAMILY.new_parameters(again) == frozenset() and origin.endswith("with a no-answer head")
+    assert isinstance(t5.FAMILY.architecture(tmp_path).no_answer_head, torch.nn.Linear)
+
+
+def test_a_damaged_head_is_a_clear_error(trained_with_head, tmp_path):
+    model, tokenizer, _ = trained_with_head
+    t5.FAMILY.save(model, tokenizer, tmp_path)
+    (tmp_path / t5.HEAD_WEIGHTS).write_bytes(b"not safetensors")
+    with pytest.raises(InputError, match="no_answer_head.safetensors"):
+        t5.FAMILY.load(str(tmp_path))
+    (tmp_path / t5.HEAD_CONFIG).write_text('{"hidden_size": 7}\n')
+    with pytest.raises(InputError, match="does not fit"):
+        t5.FAMILY.load(str(tmp_path))
+
+
+def test_variants_keep_the_head_float_and_trainable(trained_with_head, tmp_path):
+    """int8 quantizes the head with the rest (or keeps it float: quantize_head false) and loads it
+    back; LoRA trains it in full; QLoRA keeps it float."""
+    from qabench import model_dir
+    from qabench.compression import int8, lora, qlora
+
+    model, tokenizer, examples = trained_with_head
+    base = tmp_path / "base"
+    written = model_dir.base_settings("t5", {k: SETTINGS[k] for k in ("max_length", "stride", "max_question_tokens")},
+                                      checkpoint=TINY_T5, origin="tiny", options=HEAD_OPTIONS)
+    model_dir.write(base, lambda d: t5.FAMILY.save(model, tokenizer, d), written, {})
+    for name, options in (("int8", {}), ("int8_float_head", {"quantize_head": False})):
+        int8.make(base, tmp_path / name, options=options, seed=0)
+        quantized, quantized_tokenizer, settings = model_dir.load_model(tmp_path / name)
+        result = predict(quantized, quantized_tokenizer, examples, settings, threshold=0.0, progress=False)
+        assert result.predictions.keys() == {e.id for e in examples}
+    assert type(quantized.no_answer_head) is torch.nn.Linear
+    assert torch.equal(quantized.no_answer_head.weight, model.no_answer_head.weight)
+
+    fresh, _, _ = t5.FAMILY.build(TINY_T5, seed=0, options=HEAD_OPTIONS)
+    _, adapted = lora.add_adapters(fresh, lora.resolve_options({}, "t5"), "t5")
+    trainable = {name for name, p in adapted.named_parameters() if p.requires_grad}
+    assert any(name.startswith("no_answer_head.") for name in trainable)
+    assert all(".lora_" in name or name.startswith("no_answer_head.") for name in trainable)
+    _, kept = qlora.plan(t5.FAMILY.build(TINY_T5, seed=0, options=HEAD_OPTIONS)[0], "t5")
+    assert kept["no_answer_head"] == "task head (trained in full)"
+
+
+def test_lora_trains_the_head_and_the_merged_model_keeps_it(dev, tmp_path):
+    from qabench import model_dir
+    from qabench.compression import lora
+    from qabench.compression import TrainingData
+
+    examples = dev[:6]
+    tokenizer = t5.FAMILY.load_tokenizer(TINY_T5)
+    base = tmp_path / "base"
+    model, _, _ = t5.FAMILY.build(TINY_T5, seed=0, options=HEAD_OPTIONS)
+    written = model_dir.base_settings("t5", {k: SETTINGS[k] for k in ("max_length", "stride", "max_question_tokens")},
+                                      checkpoint=TINY_T5, origin="tiny", options=HEAD_OPTIONS)
+    model_dir.write(base, lambda d: t5.FAMILY.save(model, tokenizer, d), written, {})
+    data = TrainingData(t5.FAMILY.make_features(examples, tokenizer, SPEC), examples)
+    lora.make(base, tmp_path / "lora", options={"rank": 2, "train": {"batch_size": 4, "learning_rate": 1e-2}},
+              seed=0, data=data, state_dir=tmp_path / "state")
+    merged, merged_tokenizer, settings = model_dir.load_model(tmp_path / "lora")
+    assert type(merged.no_answer_head) is torch.nn.Linear
+    assert not torch.equal(merged.no_answer_head.weight, model.no_answer_head.weight)  # trained, then kept
+    result = predict(merged, merged_tokenizer, examples, settings, progress=False)
+    assert result.predictions.keys() == {e.id for e in examples}
+
+
+def test_qlora_keeps_the_head_float_and_reloads_it(dev, tmp_path, monkeypatch):
+    from qabench import model_dir
+    from qabench.compression import TrainingData, lora, qlora
+
+    checkpoint = {**TINY_T5, "random_init": {**TINY_T5["random_init"], "d_model": 64, "d_ff": 128}}  # 4-bit widths
+    examples = dev[:6]
+    tokenizer = t5.FAMILY.load_tokenizer(checkpoint)
+    model, _, _ = t5.FAMILY.build(checkpoint, seed=0, options=HEAD_OPTIONS)
+    base = tmp_path / "base"
+    written = model_dir.base_settings("t5", {k: SETTINGS[k] for k in ("max_length", "stride", "max_question_tokens")},
+                                      checkpoint=checkpoint, origin="tiny", options=HEAD_OPTIONS)
+    model_dir.write(base, lambda d: t5.FAMILY.save(model, tokenizer, d), written, {})
+    trained = []
+    train_adapters = lora.train_adapters
+
+    def keep_trained(family, adapted, *args):
+        trained.append(adapted)
+        return train_adapters(family, adapted, *args)
+
+    monkeypatch.setattr(lora, "train_adapters", keep_trained)
+    data = TrainingData(t5.FAMILY.make_features(examples, tokenizer, SPEC), examples)
+    qlora.make(base, tmp_path / "qlora", options={"rank": 2, "train": {"batch_size": 4, "learning_rate": 1e-2}},
+               seed=0, data=data, state_dir=tmp_path / "state")
+    loaded, loaded_tokenizer, settings = model_dir.load_model(tmp_path / "qlora")
+    result = predict(loaded, loaded_tokenizer, examples, settings, progress=False)
+    assert result.na_probs == predict(trained[0].eval(), tokenizer, examples, settings, progress=False).na_probs
+    assert "no_answer_head" in json.loads((tmp_path / "qlora" / "training.json").read_text())["kept_float_linears"]

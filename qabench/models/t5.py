@@ -15,6 +15,13 @@ With the option ``answers_from_context`` the answer is generated under a constra
 span of the window's context (each step may only extend a token sequence the context holds, and stop
 once it has one): the decoder then chooses the span, as an extractive reader does, instead of
 writing words the context may not have.
+
+With the option ``no_answer_head`` the model also gets a linear layer over the mean of the encoder's
+output that scores "no answer in this window", trained beside the generator (binary cross-entropy on
+the windows whose target is the no-answer text, added to the generator's loss). Its logit is then the
+window's no-answer score, instead of the two sequence log-probabilities: the head decides whether
+and where to answer, the decoder writes the answer. The head is saved beside the model's own files
+(``no_answer_head.json`` and ``.safetensors``); a directory that has them loads with it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
                           EncoderDecoderModel, T5Config, T5ForConditionalGeneration)
 from transformers.generation import LogitsProcessor, LogitsProcessorList
@@ -36,7 +46,7 @@ from qabench import checkpoints, devices
 from qabench.batching import sorted_batches
 from qabench.data import Example
 from qabench.errors import InputError
-from qabench.io import first_line
+from qabench.io import first_line, read_json, write_json
 from qabench.metrics import normalize_answer
 from qabench.models import Family, WindowScores, mark_new_parameters
 from qabench.postprocess import Candidate
@@ -46,7 +56,7 @@ from qabench.windows import WindowSpec, truncate_questions
 # model types of Hugging Face configs this family reads: T5s, and warm-started encoder-decoders
 MODEL_TYPES = ("t5", "mt5", "umt5", "longt5", "encoder-decoder")
 DEFAULT_OPTIONS = {"no_answer_text": "unanswerable", "max_answer_tokens": 32, "num_beams": 1,
-                   "answers_from_context": False}
+                   "answers_from_context": False, "no_answer_head": False}
 FEATURE_COLUMNS = ["example_index", "example_id", "input_ids", "labels", "window_start", "window_end"]
 IGNORE_INDEX = -100
 PREFIX = "question: {question} context:"
@@ -63,8 +73,9 @@ def _checked_options(options: dict | None) -> dict:
         raise InputError("config", "t5 option no_answer_text must hold a word (it is compared after normalisation)")
     if int(merged["max_answer_tokens"]) < 1 or int(merged["num_beams"]) < 1:
         raise InputError("config", "t5 options max_answer_tokens and num_beams must be at least 1")
-    if not isinstance(merged["answers_from_context"], bool):
-        raise InputError("config", "t5 option answers_from_context must be true or false")
+    for flag in ("answers_from_context", "no_answer_head"):
+        if not isinstance(merged[flag], bool):
+            raise InputError("config", f"t5 option {flag} must be true or false")
     return merged
 
 
@@ -102,6 +113,64 @@ def _warm_started(spec: str, tokenizer, pad: int, eos: int):
     origin = (f"BERT2BERT warm start from {spec} (encoder-decoder, not T5: {layers}+{layers} layers from its "
               "weights, cross-attention new)")
     return model, tokenizer, origin
+
+
+# ------------------------------------------------------------------------------------- no-answer head
+
+HEAD = "no_answer_head"                    # the head's attribute on the model (a Linear to one logit)
+HEAD_CONFIG = "no_answer_head.json"        # in a saved directory: the model has a head
+HEAD_WEIGHTS = "no_answer_head.safetensors"
+NO_ANSWER_TEXT = "qabench_no_answer_text"  # attribute: the target text of the windows the head calls "no answer"
+
+
+def _head(model) -> nn.Module | None:
+    return getattr(model, HEAD, None)
+
+
+def _attach_head(model) -> nn.Linear:
+    """A new head (random weights) on ``model``, sized to its encoder's output."""
+    head = nn.Linear(model.get_input_embeddings().embedding_dim, 1)
+    model.add_module(HEAD, head)
+    return head
+
+
+def _null_logits(head: nn.Module, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each window's "no answer here" logit from the mean of its encoder states over real tokens."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    return head(pooled).squeeze(-1)
+
+
+def _save_head(model, out_dir: Path) -> None:
+    head = _head(model)
+    write_json(out_dir / HEAD_CONFIG, {"hidden_size": head.in_features})
+    save_file({name: t.detach().contiguous().cpu() for name, t in head.state_dict().items()}, out_dir / HEAD_WEIGHTS)
+
+
+def _read_head_config(model, directory: Path) -> bool:
+    """Attach a head with random weights where ``directory`` says the model has one; whether it did."""
+    path = directory / HEAD_CONFIG
+    if not path.is_file():
+        return False
+    config = read_json(path)
+    hidden = config.get("hidden_size") if isinstance(config, dict) else None
+    if hidden != model.get_input_embeddings().embedding_dim:
+        raise InputError(path, f"no-answer head of width {hidden!r} does not fit the model "
+                               f"(width {model.get_input_embeddings().embedding_dim})")
+    _attach_head(model)
+    return True
+
+
+def _load_head(model, directory: Path) -> None:
+    """The saved head of ``directory`` on ``model``, where it has one."""
+    if not _read_head_config(model, directory):
+        return
+    path = directory / HEAD_WEIGHTS
+    try:
+        _head(model).load_state_dict(load_file(path))
+    except (OSError, SafetensorError, RuntimeError) as err:
+        raise InputError(path, f"not a usable no-answer head ({first_line(err)})") from None
+
 
 
 # -------------------------------------------------------------------------------------------- windows
@@ -298,7 +367,9 @@ class _Generation:
 def _score_windows(model, tokenizer, generation: _Generation, windows: list[_Window], examples: list[Example],
                    batch_size: int, precision: str, progress: bool) -> list[Candidate]:
     """Per window, in window order: its generated answer with the answer's log-probability (None
-    where the answer is not usable) and the no-answer text's log-probability."""
+    where the answer is not usable) and the no-answer text's log-probability; with a no-answer head,
+    minus the head's logit as the answer's score and 0 as the no-answer score (so a question's
+    na_prob is its least "no answer" window's logit, and its answer that window's)."""
     scored: list[Candidate] = [None] * len(windows)  # type: ignore[list-item]
     lengths = np.array([len(w.input_ids) for w in windows])
     # the encoder and generate are not the model's forward, so devices.place does not move their inputs
@@ -312,6 +383,11 @@ def _score_windows(model, tokenizer, generation: _Generation, windows: list[_Win
             encoded = model.get_encoder()(input_ids=inputs, attention_mask=mask)
             answers = _generate_answers(model, tokenizer, generation, encoded, mask, [windows[i] for i in batch],
                                         examples)
+            if _head(model) is not None:
+                null = _null_logits(_head(model), encoded.last_hidden_state, mask).float().cpu().numpy()
+                for row, (i, (_, text)) in enumerate(zip(batch, answers)):
+                    scored[i] = Candidate(-float(null[row]) if generation.usable(text) else None, text, 0.0)
+                continue
             # one teacher-forced pass scores every answer candidate and the no-answer text
             both = _pad([np.append(ids, generation.eos) for ids, _ in answers] + [generation.null_ids] * len(batch),
                         IGNORE_INDEX)
@@ -360,6 +436,7 @@ class T5Family(Family):
     feature_columns = ("input_ids", "labels")
     # T5's Linears, and a warm-started BERT encoder-decoder's (its decoder's cross-attention included)
     lora_targets = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo", "query", "key", "value", "dense")
+    head_modules = (HEAD,)  # where the model has one (option no_answer_head)
 
     def resolve_options(self, options: dict | None) -> dict:
         return _checked_options(options)
@@ -369,7 +446,9 @@ class T5Family(Family):
         return None if model_type is None else model_type in MODEL_TYPES
 
     def architecture(self, model_dir):
-        return AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(str(model_dir)))
+        model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(str(model_dir)))
+        _read_head_config(model, Path(model_dir))
+        return model
 
     def load_tokenizer(self, checkpoint: str | dict, options: dict | None = None):
         if isinstance(checkpoint, dict):
@@ -386,12 +465,29 @@ class T5Family(Family):
         ``{"random_init": {T5Config fields}, "tokenizer": spec}``, optionally with ``"embeddings": spec``
         (word embeddings copied from that checkpoint), or ``{"warm_start": spec}`` (an encoder-decoder
         whose encoder and decoder start from the encoder checkpoint ``spec``, with its tokenizer).
+
+        With the option ``no_answer_head`` a model without one gets a new head (a new parameter); a
+        directory that holds a head brings it, whatever the option says.
         """
-        _checked_options(options)
+        options = _checked_options(options)
+        model, tokenizer, origin = self._build_model(checkpoint, seed, options)
+        if _head(model) is None and options["no_answer_head"]:
+            head = _attach_head(model)
+            mark_new_parameters(model, self.new_parameters(model) | {f"{HEAD}.{name}" for name, _ in head.named_parameters()})
+        if _head(model) is not None:
+            setattr(model, NO_ANSWER_TEXT, options["no_answer_text"])
+            origin += ", with a no-answer head"
+        return model, tokenizer, origin
+
+    def _build_model(self, checkpoint: str | dict, seed: int, options: dict):
         torch.manual_seed(seed)
         tokenizer = self.load_tokenizer(checkpoint, options)
         if not isinstance(checkpoint, dict):  # a T5, or an encoder-decoder this family trained before
-            return checkpoints.load_pretrained(AutoModelForSeq2SeqLM, checkpoint), tokenizer, checkpoint
+            model = checkpoints.load_pretrained(AutoModelForSeq2SeqLM, checkpoint)
+            target = Path(checkpoints.resolve(checkpoint))
+            if target.is_dir():
+                _load_head(model, target)
+            return model, tokenizer, checkpoint
         pad, eos = special_ids(tokenizer)
         if "warm_start" in checkpoint:
             return _warm_started(checkpoint["warm_start"], tokenizer, pad, eos)
@@ -406,12 +502,22 @@ class T5Family(Family):
         return model, tokenizer, origin
 
     def save(self, model, tokenizer, out_dir) -> None:
-        model.save_pretrained(out_dir)
+        head = _head(model)
+        if head is None:
+            model.save_pretrained(out_dir)
+        else:  # the head is not part of the Hugging Face model: its own files, beside
+            del model._modules[HEAD]
+            try:
+                model.save_pretrained(out_dir)
+            finally:
+                model.add_module(HEAD, head)
+            _save_head(model, Path(out_dir))
         tokenizer.save_pretrained(out_dir)
 
     def load(self, model_dir: str):
         """A T5 or encoder-decoder directory (ours, or any hub/local one) for inference."""
         model = checkpoints.load_pretrained(AutoModelForSeq2SeqLM, str(model_dir))  # first: clearer error
+        _load_head(model, Path(model_dir))
         tokenizer = checkpoints.load_pretrained(AutoTokenizer, model_dir)
         model.eval()
         return model, tokenizer
@@ -438,16 +544,24 @@ class T5Family(Family):
         ``loss_fn(indices, batch)`` gives the rows' share of that mean over the whole ``batch`` (the
         summed cross-entropy of the rows' target tokens over the batch's target token count), as
         ``train.train`` asks of it under several processes.
+
+        With a no-answer head the loss adds the head's mean binary cross-entropy over the rows (a row's
+        target: its labels are the no-answer text), its share over ``batch`` likewise.
         """
-        pad, _ = special_ids(tokenizer)
+        pad, eos = special_ids(tokenizer)
         ids = features["input_ids"].tolist()
         labels = features["labels"].tolist()
+        head = _head(model)
+        if head is not None:
+            null = _target_ids(tokenizer, getattr(model, NO_ANSWER_TEXT, DEFAULT_OPTIONS["no_answer_text"]), eos)
+            is_null = torch.tensor([np.array_equal(row, null) for row in labels], dtype=torch.float32)
 
         def loss_fn(indices: np.ndarray, batch: np.ndarray | None = None) -> tuple[torch.Tensor, int]:
             inputs, mask = _pad_inputs([ids[i] for i in indices], pad)
             targets = _pad([labels[i] for i in indices], IGNORE_INDEX)
             decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=targets)
-            logits = model(input_ids=inputs, attention_mask=mask, decoder_input_ids=decoder_input_ids).logits
+            outputs = model(input_ids=inputs, attention_mask=mask, decoder_input_ids=decoder_input_ids)
+            logits = outputs.logits
             if batch is None:
                 loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
                                                          ignore_index=IGNORE_INDEX)
@@ -455,6 +569,10 @@ class T5Family(Family):
                 loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten(),
                                                          ignore_index=IGNORE_INDEX, reduction="sum")
                 loss = loss / sum(len(labels[i]) for i in batch)
+            if head is not None:
+                null_logits = _null_logits(head, outputs.encoder_last_hidden_state, mask).float()
+                loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(
+                    null_logits, is_null[torch.as_tensor(indices)], reduction="sum") / len(indices if batch is None else batch)
             return loss, int(mask.sum())
 
         return loss_fn

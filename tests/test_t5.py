@@ -410,7 +410,8 @@ def test_no_answer_head_is_new_and_adds_a_binary_loss_per_window(dev):
         inputs, mask = t5._pad_inputs(features["input_ids"].tolist(), t5.special_ids(tok)[0])
         hidden = model.get_encoder()(input_ids=inputs, attention_mask=mask).last_hidden_state
         logits = t5._null_logits(model.no_answer_head, hidden, mask).numpy()
-        head = model._modules.pop("no_answer_head")
+        head = model.no_answer_head
+        delattr(model, "no_answer_head")
         generator_loss, _ = t5.FAMILY.batch_loss(model, tok, features)(rows)
         model.add_module("no_answer_head", head)
     p = 1 / (1 + np.exp(-logits.astype(np.float64)))

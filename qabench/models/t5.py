@@ -172,7 +172,6 @@ def _load_head(model, directory: Path) -> None:
         raise InputError(path, f"not a usable no-answer head ({first_line(err)})") from None
 
 
-
 # -------------------------------------------------------------------------------------------- windows
 
 
@@ -506,7 +505,7 @@ class T5Family(Family):
         if head is None:
             model.save_pretrained(out_dir)
         else:  # the head is not part of the Hugging Face model: its own files, beside
-            del model._modules[HEAD]
+            delattr(model, HEAD)
             try:
                 model.save_pretrained(out_dir)
             finally:
@@ -572,7 +571,7 @@ class T5Family(Family):
             if head is not None:
                 null_logits = _null_logits(head, outputs.encoder_last_hidden_state, mask).float()
                 loss = loss + torch.nn.functional.binary_cross_entropy_with_logits(
-                    null_logits, is_null[torch.as_tensor(indices)], reduction="sum") / len(indices if batch is None else batch)
+                    null_logits, is_null[torch.as_tensor(indices)].to(null_logits.device), reduction="sum") / len(indices if batch is None else batch)
             return loss, int(mask.sum())
 
         return loss_fn

@@ -23,6 +23,7 @@ import torch
 
 from qabench import finetune, metrics, models
 from qabench.data import load_squad
+from qabench.errors import run_cli
 from qabench.windows import WindowSpec
 from qabench.io import write_json
 from qabench.negatives import KINDS, add_negatives
@@ -126,4 +127,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_cli(main)

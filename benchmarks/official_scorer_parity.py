@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from qabench.data import Example, load_squad
+from qabench.errors import run_cli
 from qabench.io import read_json
 from qabench.metrics import evaluate_files
 
@@ -196,4 +197,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

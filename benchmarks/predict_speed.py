@@ -40,6 +40,7 @@ import transformers
 
 from qabench.batching import sorted_batches
 from qabench.data import load_squad
+from qabench.errors import run_cli
 from qabench.windows import WindowSpec
 from qabench.models.span import tokenize_examples
 from qabench.io import write_json
@@ -263,4 +264,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import yaml
 from snakemake.utils import update_config
 
 from qabench import config as qconfig
 from qabench import metrics
 from qabench.data import load_squad
+from qabench.errors import run_cli
 from qabench.io import read_json, write_json
 from qabench.model_dir import load_model
 from qabench.predict import predict
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = {}
     for path in args.config:  # merged the way Snakemake merges several --configfile
-        update_config(cfg, yaml.safe_load(open(path, encoding="utf-8")))
+        update_config(cfg, qconfig.read(path))
     cfg = qconfig.validate(cfg, " ".join(args.config))
     seed, train_set = cfg["seed"], qconfig.train_set(cfg, args.train_set)
     _, originals, _ = prepare(load_squad(args.train), max_questions=train_set.get("max_questions"),
@@ -133,4 +133,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_cli(main)

@@ -27,12 +27,13 @@ import torch
 
 from qabench import efficiency, machine
 from qabench.data import read_examples
+from qabench.errors import run_cli
 from qabench.io import write_json
 from qabench.model_dir import load_model
 from qabench.predict import predict
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="checkpoint directories; the first is the reference")
     parser.add_argument("--data", required=True, help="eval examples (parquet from prepare_eval, or SQuAD json)")
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--compiled-reference", action="store_true",
                         help="also time the first model compiled by torch.compile (fp32, Inductor, frozen weights)")
     parser.add_argument("--out", help="also write the numbers as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     examples = read_examples(args.data)
@@ -95,4 +96,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -313,10 +313,14 @@ def _check_variants(config: dict, source: str) -> None:
                                          f"{', '.join(on_cuda)} families only, not {family}")
 
 
-def load(path: str | Path) -> dict:
+def read(path: str | Path):
+    """A config file's contents, not validated (an overlay alone is not a whole config)."""
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as err:
         raise InputError(path, f"cannot read config ({first_line(err)})") from None
-    return validate(config or {}, str(path))
+
+
+def load(path: str | Path) -> dict:
+    return validate(read(path), str(path))

@@ -30,6 +30,20 @@ def write_base_dir(path, checkpoint, family="encoder"):
     return path
 
 
+def keep_trained_models(monkeypatch) -> list:
+    """The adapted models ``lora.train_adapters`` trains from now on, in order (to compare a reloaded
+    variant with the model as it was trained)."""
+    trained = []
+    train_adapters = lora.train_adapters
+
+    def keep(family, model, *args):
+        trained.append(model)
+        return train_adapters(family, model, *args)
+
+    monkeypatch.setattr(lora, "train_adapters", keep)
+    return trained
+
+
 HOLDOUT = load_squad(TINY_TRAIN)[24:34]  # questions the adapters never trained on
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from qabench.models.span import tokenize_examples
 from qabench.models import encoder
 from qabench.model_dir import DEFAULT_SETTINGS, load_model
 from qabench.predict import predict
-from test_lora import WINDOW, write_base_dir
+from test_lora import WINDOW, keep_trained_models, write_base_dir
 
 # the CPU 4-bit kernel packs weights in blocks of 64 inputs and 32 outputs: widths of 64 and 128
 QLORA_MODEL = {**TINY_MODEL, "random_init": {**TINY_MODEL["random_init"], "hidden_size": 64, "intermediate_size": 128}}
@@ -97,14 +97,7 @@ def test_make_trains_adapters_and_loads(tmp_path, data, monkeypatch):
     base = write_base_dir(tmp_path / "base", QLORA_MODEL)
     out = tmp_path / "qlora"
     options = {"rank": 4, "dropout": 0.0, "train": {"epochs": 6, "learning_rate": 1e-2, "log_every_steps": 1}}
-    trained = []
-    train_adapters = lora.train_adapters
-
-    def keep_trained(family, model, *args):
-        trained.append(model)
-        return train_adapters(family, model, *args)
-
-    monkeypatch.setattr(lora, "train_adapters", keep_trained)
+    trained = keep_trained_models(monkeypatch)
     qlora.make(base, out, options=options, seed=3, data=data, state_dir=tmp_path / "state")
 
     losses = [json.loads(line)["loss"] for line in (out / "loss.jsonl").read_text().splitlines()]

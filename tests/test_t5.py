@@ -160,6 +160,15 @@ def _train(model, tokenizer, examples: list[Example], max_steps: int = 300) -> f
     return loss.item()
 
 
+def _write_base(path, model, tokenizer, checkpoint, origin: str, options: dict) -> None:
+    """``model`` saved as a base model directory of the t5 family, as the train rule writes it."""
+    from qabench import model_dir
+
+    window = {k: SETTINGS[k] for k in ("max_length", "stride", "max_question_tokens")}
+    written = model_dir.base_settings("t5", window, checkpoint=checkpoint, origin=origin, options=options)
+    model_dir.write(path, lambda d: t5.FAMILY.save(model, tokenizer, d), written, {})
+
+
 @pytest.fixture(scope="module")
 def trained(dev):
     """Two answerable questions on one paragraph and one unanswerable question, learnt by heart."""
@@ -341,9 +350,7 @@ def test_warm_started_model_answers_abstains_and_reloads(tiny_encoder_dir, dev, 
         assert result.predictions[example.id] == (example.answer_texts[0] if example.answer_texts else "")
 
     base = tmp_path / "b2b"
-    written = model_dir.base_settings("t5", {k: SETTINGS[k] for k in ("max_length", "stride", "max_question_tokens")},
-                                      checkpoint={"warm_start": str(tiny_encoder_dir)}, origin=origin, options={})
-    model_dir.write(base, lambda d: t5.FAMILY.save(model, tokenizer, d), written, {})
+    _write_base(base, model, tokenizer, {"warm_start": str(tiny_encoder_dir)}, origin, {})
     loaded, loaded_tokenizer, read = model_dir.load_model(base)
     assert read["family"] == "t5" and type(loaded).__name__ == "EncoderDecoderModel"
     again = predict(loaded, loaded_tokenizer, examples, read, threshold=0.0, progress=False)
@@ -359,13 +366,9 @@ def test_warm_started_model_answers_abstains_and_reloads(tiny_encoder_dir, dev, 
 def test_a_trained_encoder_decoder_is_a_checkpoint_to_train_further(tiny_encoder_dir, tmp_path):
     """``checkpoint: results/models/M/base`` (a model this family trained) builds that model again with
     its weights and no new layers, so a second run continues it instead of starting from the warm start."""
-    from qabench import model_dir
-
     first, tokenizer, origin = t5.FAMILY.build({"warm_start": str(tiny_encoder_dir)}, seed=0)
     base = tmp_path / "results" / "models" / "b2b" / "base"
-    written = model_dir.base_settings("t5", {k: SETTINGS[k] for k in ("max_length", "stride", "max_question_tokens")},
-                                      checkpoint={"warm_start": str(tiny_encoder_dir)}, origin=origin, options={})
-    model_dir.write(base, lambda d: t5.FAMILY.save(first, tokenizer, d), written, {})
+    _write_base(base, first, tokenizer, {"warm_start": str(tiny_encoder_dir)}, origin, {})
 
     again, again_tokenizer, again_origin = t5.FAMILY.build(str(base), seed=1)
     assert type(again).__name__ == "EncoderDecoderModel" and again_origin == str(base)
@@ -487,9 +490,7 @@ def test_variants_keep_the_head_float_and_trainable(trained_with_head, tmp_path)
 
     model, tokenizer, examples = trained_with_head
     base = tmp_path / "base"
-    written = model_dir.base_settings("t5", {k: SETTINGS[k] for k in ("max_length", "stride", "max_question_tokens")},
-                                      checkpoint=TINY_T5, origin="tiny", options=HEAD_OPTIONS)
-    model_dir.write(base, lambda d: t5.FAMILY.save(model, tokenizer, d), written, {})
+    _write_base(base, model, tokenizer, TINY_T5, "tiny", HEAD_OPTIONS)
     for name, options in (("int8", {}), ("int8_float_head", {"quantize_head": False})):
         int8.make(base, tmp_path / name, options=options, seed=0)
         quantized, quantized_tokenizer, settings = model_dir.load_model(tmp_path / name)
@@ -516,9 +517,7 @@ def test_lora_trains_the_head_and_the_merged_model_keeps_it(dev, tmp_path):
     tokenizer = t5.FAMILY.load_tokenizer(TINY_T5)
     base = tmp_path / "base"
     model, _, _ = t5.FAMILY.build(TINY_T5, seed=0, options=HEAD_OPTIONS)
-    written = model_dir.base_settings("t5", {k: SETTINGS[k] for k in ("max_length", "stride", "max_question_tokens")},
-                                      checkpoint=TINY_T5, origin="tiny", options=HEAD_OPTIONS)
-    model_dir.write(base, lambda d: t5.FAMILY.save(model, tokenizer, d), written, {})
+    _write_base(base, model, tokenizer, TINY_T5, "tiny", HEAD_OPTIONS)
     data = TrainingData(t5.FAMILY.make_features(examples, tokenizer, SPEC), examples)
     lora.make(base, tmp_path / "lora", options={"rank": 2, "train": {"batch_size": 4, "learning_rate": 1e-2}},
               seed=0, data=data, state_dir=tmp_path / "state")
@@ -531,24 +530,16 @@ def test_lora_trains_the_head_and_the_merged_model_keeps_it(dev, tmp_path):
 
 def test_qlora_keeps_the_head_float_and_reloads_it(dev, tmp_path, monkeypatch):
     from qabench import model_dir
-    from qabench.compression import TrainingData, lora, qlora
+    from qabench.compression import TrainingData, qlora
+    from test_lora import keep_trained_models
 
     checkpoint = {**TINY_T5, "random_init": {**TINY_T5["random_init"], "d_model": 64, "d_ff": 128}}  # 4-bit widths
     examples = dev[:6]
     tokenizer = t5.FAMILY.load_tokenizer(checkpoint)
     model, _, _ = t5.FAMILY.build(checkpoint, seed=0, options=HEAD_OPTIONS)
     base = tmp_path / "base"
-    written = model_dir.base_settings("t5", {k: SETTINGS[k] for k in ("max_length", "stride", "max_question_tokens")},
-                                      checkpoint=checkpoint, origin="tiny", options=HEAD_OPTIONS)
-    model_dir.write(base, lambda d: t5.FAMILY.save(model, tokenizer, d), written, {})
-    trained = []
-    train_adapters = lora.train_adapters
-
-    def keep_trained(family, adapted, *args):
-        trained.append(adapted)
-        return train_adapters(family, adapted, *args)
-
-    monkeypatch.setattr(lora, "train_adapters", keep_trained)
+    _write_base(base, model, tokenizer, checkpoint, "tiny", HEAD_OPTIONS)
+    trained = keep_trained_models(monkeypatch)
     data = TrainingData(t5.FAMILY.make_features(examples, tokenizer, SPEC), examples)
     qlora.make(base, tmp_path / "qlora", options={"rank": 2, "train": {"batch_size": 4, "learning_rate": 1e-2}},
                seed=0, data=data, state_dir=tmp_path / "state")

@@ -374,6 +374,7 @@ def _score_windows(model, tokenizer, generation: _Generation, windows: list[_Win
     # the encoder and generate are not the model's forward, so devices.place does not move their inputs
     device = devices.model_device(model)
     autocast = devices.autocast(device.type, devices.resolve_precision(precision, device.type))
+    head = _head(model)
     model.eval()
     with torch.inference_mode(), autocast:
         for batch in progress_bar(sorted_batches(lengths, batch_size), desc="predict", unit="batch",
@@ -382,8 +383,8 @@ def _score_windows(model, tokenizer, generation: _Generation, windows: list[_Win
             encoded = model.get_encoder()(input_ids=inputs, attention_mask=mask)
             answers = _generate_answers(model, tokenizer, generation, encoded, mask, [windows[i] for i in batch],
                                         examples)
-            if _head(model) is not None:
-                null = _null_logits(_head(model), encoded.last_hidden_state, mask).float().cpu().numpy()
+            if head is not None:
+                null = _null_logits(head, encoded.last_hidden_state, mask).float().cpu().numpy()
                 for row, (i, (_, text)) in enumerate(zip(batch, answers)):
                     scored[i] = Candidate(-float(null[row]) if generation.usable(text) else None, text, 0.0)
                 continue

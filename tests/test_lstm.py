@@ -221,6 +221,34 @@ def test_tiny_model_overfits_and_save_load_gives_identical_logits(glove, feature
     assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
+def test_a_saved_reader_is_a_checkpoint_to_train_further(glove, tokenizer, tmp_path, monkeypatch):
+    """``checkpoint: results/models/M/base`` builds the saved reader again, weights and vocabulary
+    included, in training mode, without reading GloVe; other options than it was built with refuse."""
+    first, _, _ = lstm.FAMILY.build(glove, 0, TINY)
+    with torch.no_grad():
+        first.special_embedding.weight.add_(1.0)  # as if trained: differs from a fresh build of the seed
+    base = tmp_path / "results" / "models" / "reader" / "base"
+    lstm.FAMILY.save(first, tokenizer, base)
+
+    def no_glove(*args, **kwargs):
+        raise AssertionError("training further must not read the GloVe source")
+
+    monkeypatch.setattr(lstm, "read_vectors", no_glove)
+    assert lstm.FAMILY.load_tokenizer(str(base), TINY).get_vocab() == tokenizer.get_vocab()
+    again, again_tokenizer, origin = lstm.FAMILY.build(str(base), 1, TINY)
+    assert again.training and again_tokenizer.get_vocab() == tokenizer.get_vocab()
+    assert origin.endswith(f"; trained further from {base}")
+    weights = first.state_dict()
+    assert again.state_dict().keys() == weights.keys()
+    assert all(torch.equal(tensor, weights[name]) for name, tensor in again.state_dict().items())
+    assert not again.word_embedding.weight.requires_grad  # still frozen GloVe
+
+    with pytest.raises(InputError) as err:
+        lstm.FAMILY.build(str(base), 1, {**TINY, "hidden_size": 32})
+    assert str(base) in str(err.value) and "hidden_size: 16 there, 32 here" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_same_seed_same_logits_in_training_mode(glove, features, tokenizer):
     rows = features.iloc[:4]
     batch = _batch(rows, tokenizer)

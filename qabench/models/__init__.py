@@ -59,7 +59,7 @@ FAMILIES: dict[str, Registration] = {
     "encoder": Registration("qabench.models.encoder",
                             frozenset({"spans", "encoder_layers", "export", "adapters", "continue"})),
     "t5": Registration("qabench.models.t5", frozenset({"adapters", "warm_start", "continue"})),
-    "lstm": Registration("qabench.models.lstm", frozenset({"spans"})),
+    "lstm": Registration("qabench.models.lstm", frozenset({"spans", "continue"})),
     "mamba": Registration("qabench.models.mamba", frozenset({"spans", "adapters"})),
 }
 

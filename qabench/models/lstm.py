@@ -369,6 +369,11 @@ class BiDAF(nn.Module):
         return place(start), place(end)
 
 
+def _is_saved_reader(checkpoint) -> bool:
+    """Whether ``checkpoint`` names a directory this family saved (rather than word vectors)."""
+    return isinstance(checkpoint, str) and (Path(checkpoint) / CONFIG_FILE).is_file()
+
+
 def _describe(checkpoint: str, dim: int, n_words: int) -> str:
     corpus = re.search(r"(?i)glove[._-](\d+b)", checkpoint)
     name = f"GloVe {corpus.group(1).upper()} {dim}d" if corpus else f"GloVe {dim}d"
@@ -380,13 +385,18 @@ class LstmFamily(SpanFamily):
     default_options = DEFAULT_OPTIONS
 
     def load_tokenizer(self, checkpoint: str, options: dict | None = None) -> PreTrainedTokenizerFast:
-        """The tokenizer ``build`` returns, reading only the word list."""
+        """The tokenizer ``build`` returns, reading only the word list (or the saved one of a reader)."""
+        if _is_saved_reader(checkpoint):
+            return self.saved_tokenizer(checkpoint)
         words, _ = read_vectors(checkpoint, _checked_options(options)["vocab_size"], with_vectors=False)
         return make_tokenizer(words)
 
     def build(self, checkpoint: str, seed: int, options: dict | None = None) -> tuple[BiDAF, PreTrainedTokenizerFast, str]:
-        """Fresh reader with GloVe vectors from ``checkpoint`` (pip:PACKAGE, a GloVe .txt[.gz], or a directory)."""
+        """Fresh reader with GloVe vectors from ``checkpoint`` (pip:PACKAGE, a GloVe .txt[.gz], or a directory
+        of vectors), or a reader this family saved (``results/models/M/base``), to train it further."""
         options = _checked_options(options)
+        if _is_saved_reader(checkpoint):
+            return self._saved_reader_to_train(checkpoint, options)
         words, vectors = read_vectors(checkpoint, options["vocab_size"])
         tokenizer = make_tokenizer(words)
         torch.manual_seed(seed)
@@ -449,6 +459,18 @@ class LstmFamily(SpanFamily):
             raise InputError(model_dir, f"damaged lstm checkpoint ({first_line(err)})") from None
         model.config = config
         return model, tokenizer
+
+    def _saved_reader_to_train(self, model_dir: str, options: dict) -> tuple[BiDAF, PreTrainedTokenizerFast, str]:
+        """A saved reader in train mode; the config's options must be the ones it was built with."""
+        model, tokenizer = self.load(model_dir)
+        saved = _checked_options(model.config["options"])
+        differing = [f"{name}: {saved.get(name)!r} there, {value!r} here" for name, value in options.items()
+                     if saved.get(name) != value]
+        if differing:
+            raise InputError(model_dir, f"trained with other lstm options than the config gives "
+                                        f"({'; '.join(differing)}); give the options it was trained with")
+        model.train()
+        return model, tokenizer, f"{model.config.get('origin', 'an lstm reader')}; trained further from {model_dir}"
 
     def load(self, model_dir: str | Path) -> tuple[BiDAF, PreTrainedTokenizerFast]:
         """A saved reader in eval mode; needs nothing but ``model_dir``."""

@@ -27,6 +27,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
+
+from qabench.errors import InputError, run_cli
 
 ISA_LIMITS = {
     "native": {},
@@ -105,6 +108,9 @@ def run_arm(args, part: str, isa: str, precision: str, batch_size: int) -> dict:
     env = {**os.environ, **ISA_LIMITS[isa]}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
+        reported = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        if reported:  # a bad input, in the worker's one line
+            raise InputError(f"the {isa}:{precision} {part} arm", reported[-1].removeprefix("error: "))
         sys.exit(f"isa_speed: the {isa}:{precision} {part} arm failed:\n{done.stderr[-2000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if isa == "avx2" and result["cpu_capability"] != "AVX2":
@@ -112,7 +118,7 @@ def run_arm(args, part: str, isa: str, precision: str, batch_size: int) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=("train", "predict"), dest="part", help=argparse.SUPPRESS)
     parser.add_argument("--precision", choices=PRECISIONS, help=argparse.SUPPRESS)
@@ -132,7 +138,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="also write the numbers as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.part:
         worker(args)
         return
@@ -140,6 +146,9 @@ def main() -> None:
         parser.error("give --manifest (training arms), --model-dir with --data (predict arms), or both")
     if args.model_dir and not args.data:
         parser.error("--model-dir needs --data")
+    for path in (args.manifest, args.model_dir, args.data):
+        if path is not None and not Path(path).exists():
+            raise InputError(path, "file not found")
 
     jobs = []
     if args.manifest:
@@ -177,4 +186,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 CASES = {
     "answer_all": ["--data", "{missing}.json", "{missing}"],
+    "isa_speed": ["--manifest", "{missing}.json"],
     "negatives_ablation": ["--train", "{missing}.json", "--dev", "{missing}.json"],
     "official_scorer_parity": ["--official", "{missing}.py", "--data", "{missing}.json"],
     "predict_speed": ["--model", "{missing}", "--data", "{missing}.json"],
@@ -42,5 +43,16 @@ def test_every_benchmark_that_imports_qabench_is_covered():
                    for node in ast.walk(tree))
 
     uses_qabench = {path.stem for path in (REPO / "benchmarks").glob("*.py") if imports_qabench(path)}
-    # isa_speed reads its inputs in worker processes and reports a failed worker with its stderr
-    assert uses_qabench - {"isa_speed"} == set(CASES)
+    assert uses_qabench == set(CASES)
+
+
+def test_isa_speed_passes_a_workers_bad_input_on_in_one_line(tmp_path):
+    """isa_speed reads its inputs in worker processes; a worker's one-line error comes back as one."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "dev.parquet").write_text("not parquet")
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "isa_speed.py"), "--model-dir", "model",
+                           "--data", "dev.parquet", "--arms", "native:fp32", "--rounds", "1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith("error: the native:fp32 predict arm: dev.parquet: not a readable examples table")

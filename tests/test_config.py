@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from qabench import config
+from qabench import config, models
 from qabench.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -306,7 +306,7 @@ def test_a_model_can_train_further_from_another_models_output(smoke):
         assert config.continued_from(config.validate(copy.deepcopy(smoke)), "tinyt5_more") is None
 
 
-def test_a_model_cannot_continue_itself_another_family_or_in_a_family_that_cannot(smoke):
+def test_a_model_cannot_continue_itself_another_family_or_in_a_family_that_cannot(smoke, monkeypatch):
     original = smoke["models"]["tinyt5"]["checkpoint"]
     smoke["models"]["tinyt5"]["checkpoint"] = "results/models/tinyt5/base"
     assert "models.tinyt5.checkpoint: results/models/tinyt5/base leads to a circle of models training further " \
@@ -320,6 +320,9 @@ def test_a_model_cannot_continue_itself_another_family_or_in_a_family_that_canno
     smoke["models"]["tinyt5"]["checkpoint"] = original
     smoke["models"]["tinymamba_first"] = copy.deepcopy(smoke["models"]["tinymamba"])
     smoke["models"]["tinymamba"]["checkpoint"] = "results/models/tinymamba_first/base"
+    config.validate(copy.deepcopy(smoke))  # every shipped family can; a plug-in that cannot is refused
+    mamba = models.FAMILIES["mamba"]
+    monkeypatch.setitem(models.FAMILIES, "mamba", models.Registration(mamba.module, mamba.capabilities - {"continue"}))
     message = _error(smoke)
     assert "models.tinymamba.checkpoint: the mamba family cannot train further" in message
     assert "(families that can: encoder, t5, lstm)" in message

@@ -179,6 +179,28 @@ def test_save_and_load_give_identical_logits(models, tokenizer, tmp_path, bidire
         assert torch.equal(before, after)
 
 
+@BOTH
+def test_a_saved_model_is_a_checkpoint_to_train_further(tokenizer, tmp_path, bidirectional):
+    """``checkpoint: results/models/M/base`` builds the saved model again, heads included, in training
+    mode; a different ``bidirectional`` than it was built with refuses in one line."""
+    options = {"bidirectional": bidirectional}
+    first, tok, _ = mamba.FAMILY.build(TINY_MAMBA, seed=0, options=options)
+    base = tmp_path / "results" / "models" / "m" / "base"
+    mamba.FAMILY.save(first, tok, base)
+    assert mamba.FAMILY.load_tokenizer(str(base), options).get_vocab() == tok.get_vocab()
+
+    again, again_tok, origin = mamba.FAMILY.build(str(base), seed=1, options=options)
+    assert again.training and origin == f"trained further from {base}"
+    assert again_tok("a question", "a context")["input_ids"] == tok("a question", "a context")["input_ids"]
+    weights = first.state_dict()
+    assert again.state_dict().keys() == weights.keys()
+    assert all(torch.equal(tensor, weights[name]) for name, tensor in again.state_dict().items())
+
+    with pytest.raises(InputError) as err:
+        mamba.FAMILY.build(str(base), seed=1, options={"bidirectional": not bidirectional})
+    assert str(base) in str(err.value) and f"trained with bidirectional: {str(bidirectional).lower()}" in str(err.value)
+
+
 def test_same_seed_same_model_other_seed_other_model(models, tokenizer):
     batch = batch_of([sample_ids(tokenizer)], tokenizer.pad_token_id)
     again = mamba.FAMILY.build(TINY_MAMBA, seed=0, options={"bidirectional": True})[0]

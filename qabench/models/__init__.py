@@ -60,7 +60,7 @@ FAMILIES: dict[str, Registration] = {
                             frozenset({"spans", "encoder_layers", "export", "adapters", "continue"})),
     "t5": Registration("qabench.models.t5", frozenset({"adapters", "warm_start", "continue"})),
     "lstm": Registration("qabench.models.lstm", frozenset({"spans", "continue"})),
-    "mamba": Registration("qabench.models.mamba", frozenset({"spans", "adapters"})),
+    "mamba": Registration("qabench.models.mamba", frozenset({"spans", "adapters", "continue"})),
 }
 
 # the family of a checkpoint without qabench.json: a Hugging Face question-answering encoder

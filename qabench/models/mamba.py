@@ -395,6 +395,11 @@ def _has_pair_separators(tokenizer) -> bool:
             and None in sequence_ids[sequence_ids.index(0):sequence_ids.index(1)])
 
 
+def _is_saved_model(checkpoint) -> bool:
+    """Whether ``checkpoint`` names a directory this family saved (rather than a Mamba checkpoint)."""
+    return isinstance(checkpoint, str) and (Path(checkpoint) / META_FILE).is_file()
+
+
 def _load_backbone(spec: str) -> MambaModel:
     # fp32 master weights whatever dtype the checkpoint was stored in (bf16 runs use autocast)
     return checkpoints.load_pretrained(MambaModel, spec, dtype=torch.float32)
@@ -441,9 +446,12 @@ class MambaFamily(SpanFamily):
         ``{"random_init": {MambaConfig fields}, "tokenizer": spec}`` (vocab_size from the tokenizer), optionally
         with ``"embeddings": spec`` (word embeddings of both directions copied from that checkpoint).
         With ``bidirectional`` the backward backbone starts from the same pretrained weights, or from its
-        own random init.
+        own random init. A directory this family saved (``results/models/M/base``) is built again, heads
+        included, to train it further.
         """
         opts = _checked_options(options)
+        if _is_saved_model(checkpoint):
+            return self._saved_model_to_train(checkpoint, opts)
         check_scan_hook()
         tokenizer = self.load_tokenizer(checkpoint, opts)
         torch.manual_seed(seed)
@@ -490,6 +498,16 @@ class MambaFamily(SpanFamily):
         meta = {"family": NAME, "format": FORMAT_VERSION, "bidirectional": model.bidirectional}
         (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         tokenizer.save_pretrained(out)
+
+    def _saved_model_to_train(self, model_dir: str, options: dict) -> tuple[MambaSpanModel, object, str]:
+        """A saved model in train mode; the config's ``bidirectional`` must be what it was built with."""
+        saved = bool(_read_meta(Path(model_dir)).get("bidirectional"))
+        if saved != options["bidirectional"]:
+            raise InputError(model_dir, f"trained with bidirectional: {str(saved).lower()}, but the config gives "
+                                        f"{str(options['bidirectional']).lower()}; give the option it was trained with")
+        model, tokenizer = self.load(model_dir)
+        model.train()
+        return model, tokenizer, f"trained further from {model_dir}"
 
     def load(self, model_dir) -> tuple[MambaSpanModel, object]:
         """A directory written by ``save``, in eval mode."""

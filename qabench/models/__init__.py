@@ -141,6 +141,10 @@ class Family(ABC):
         they do not say (a variant's own files)."""
         return None
 
+    def is_own_directory(self, checkpoint) -> bool:
+        """Whether ``checkpoint`` names a directory whose files say they hold a model of this family."""
+        return isinstance(checkpoint, str) and self.recognizes(Path(checkpoint)) is True
+
     def position_limit(self, model) -> int | None:
         """How many tokens the model takes at most (None: no limit of its own)."""
         return None

@@ -369,11 +369,6 @@ class BiDAF(nn.Module):
         return place(start), place(end)
 
 
-def _is_saved_reader(checkpoint) -> bool:
-    """Whether ``checkpoint`` names a directory this family saved (rather than word vectors)."""
-    return isinstance(checkpoint, str) and (Path(checkpoint) / CONFIG_FILE).is_file()
-
-
 def _describe(checkpoint: str, dim: int, n_words: int) -> str:
     corpus = re.search(r"(?i)glove[._-](\d+b)", checkpoint)
     name = f"GloVe {corpus.group(1).upper()} {dim}d" if corpus else f"GloVe {dim}d"
@@ -386,7 +381,7 @@ class LstmFamily(SpanFamily):
 
     def load_tokenizer(self, checkpoint: str, options: dict | None = None) -> PreTrainedTokenizerFast:
         """The tokenizer ``build`` returns, reading only the word list (or the saved one of a reader)."""
-        if _is_saved_reader(checkpoint):
+        if self.is_own_directory(checkpoint):
             return self.saved_tokenizer(checkpoint)
         words, _ = read_vectors(checkpoint, _checked_options(options)["vocab_size"], with_vectors=False)
         return make_tokenizer(words)
@@ -395,7 +390,7 @@ class LstmFamily(SpanFamily):
         """Fresh reader with GloVe vectors from ``checkpoint`` (pip:PACKAGE, a GloVe .txt[.gz], or a directory
         of vectors), or a reader this family saved (``results/models/M/base``), to train it further."""
         options = _checked_options(options)
-        if _is_saved_reader(checkpoint):
+        if self.is_own_directory(checkpoint):
             return self._saved_reader_to_train(checkpoint, options)
         words, vectors = read_vectors(checkpoint, options["vocab_size"])
         tokenizer = make_tokenizer(words)

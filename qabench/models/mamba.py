@@ -395,11 +395,6 @@ def _has_pair_separators(tokenizer) -> bool:
             and None in sequence_ids[sequence_ids.index(0):sequence_ids.index(1)])
 
 
-def _is_saved_model(checkpoint) -> bool:
-    """Whether ``checkpoint`` names a directory this family saved (rather than a Mamba checkpoint)."""
-    return isinstance(checkpoint, str) and (Path(checkpoint) / META_FILE).is_file()
-
-
 def _load_backbone(spec: str) -> MambaModel:
     # fp32 master weights whatever dtype the checkpoint was stored in (bf16 runs use autocast)
     return checkpoints.load_pretrained(MambaModel, spec, dtype=torch.float32)
@@ -450,7 +445,7 @@ class MambaFamily(SpanFamily):
         included, to train it further.
         """
         opts = _checked_options(options)
-        if _is_saved_model(checkpoint):
+        if self.is_own_directory(checkpoint):
             return self._saved_model_to_train(checkpoint, opts)
         check_scan_hook()
         tokenizer = self.load_tokenizer(checkpoint, opts)

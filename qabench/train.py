@@ -339,7 +339,7 @@ def _resume(state_dir: Path, model, optimizer, scheduler, device: torch.device, 
     if not checkpoint.is_file():
         if rank == 0:
             loss_log.write_text("")
-        log.info("training from scratch: %d windows, %d steps", windows, total_steps)
+        log.info("no saved step to resume from: training from step 0 (%d windows, %d steps)", windows, total_steps)
         return 0, 0.0
     state = load_state(checkpoint)
     try:

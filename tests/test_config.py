@@ -328,33 +328,6 @@ def test_a_model_cannot_continue_itself_another_family_or_in_a_family_that_canno
     assert "(families that can: encoder, t5, lstm)" in message
 
 
-# each overlay with the files merged under it, in order, as the README runs them
-OVERLAYS = {"variants-cpu.yaml": ["config.yaml"],
-            "families-cpu.yaml": ["config.yaml", "configs/variants-cpu.yaml"],
-            "gpu.yaml": ["config.yaml"],
-            "minilm-full.yaml": ["config.yaml"],
-            "abstain-share.yaml": ["config.yaml"],
-            "int8-cpu.yaml": ["config.yaml"],
-            "bert2bert-cpu.yaml": ["config.yaml"],
-            "mamba-distilled-cpu.yaml": ["config.yaml", "configs/variants-cpu.yaml", "configs/families-cpu.yaml"]}
-
-
-@pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml",
-                                  *(f"configs/{o}" for o in OVERLAYS)])
-def test_shipped_configs_validate(name):
-    from snakemake.utils import update_config
-
-    loaded = yaml.safe_load((REPO / name).read_text())
-    if Path(name).name in OVERLAYS:
-        merged: dict = {}
-        for below in OVERLAYS[Path(name).name]:
-            update_config(merged, yaml.safe_load((REPO / below).read_text()))
-        update_config(merged, loaded)
-        loaded = merged
-    validated = config.validate(loaded, name, base_dir=REPO)
-    assert validated["models"]
-
-
 def test_eval_set_abstain_share_is_a_fraction(smoke):
     smoke["data"]["eval_sets"]["dev"]["abstain_share"] = 0.5
     config.validate(copy.deepcopy(smoke))

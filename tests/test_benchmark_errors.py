@@ -17,6 +17,7 @@ CASES = {
     "negatives_ablation": ["--train", "{missing}.json", "--dev", "{missing}.json"],
     "official_scorer_parity": ["--official", "{missing}.py", "--data", "{missing}.json"],
     "predict_speed": ["--model", "{missing}", "--data", "{missing}.json"],
+    "rule_costs": ["--results", "{missing}"],
     "threshold_sources": ["--model", "{missing}", "--train", "{missing}.json", "--dev", "{missing}.json",
                           "--config", "{missing}.yaml"],
     "variant_speed": ["{missing}", "--data", "{missing}.parquet"],

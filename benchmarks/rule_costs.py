@@ -64,33 +64,32 @@ def windows_trained(training_json: Path) -> int | None:
     return min(steps * batch, math.ceil(windows * epochs))
 
 
-def examples_of(results: Path, folder: str, parts: tuple[str, ...]) -> tuple[int | None, str]:
+def _json_int(path: Path, *keys: str) -> int | None:
+    """The integer at ``keys`` in a JSON file; None where it has none."""
+    value = read_json(path)
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, int) else None
+
+
+def examples_of(results: Path, folder: str, model: str, variant: str, job: str) -> tuple[int | None, str]:
     """(how many examples the job handled, what they are), read from the job's output; (None, "") if unknown."""
-    if folder == "train" and len(parts) == 2:
-        record = results / "models" / parts[0] / parts[1] / "training.json"
-        if record.is_file():
-            windows = windows_trained(record)
-            return (windows, "windows trained") if windows is not None else (None, "")
-    elif folder == "threshold" and len(parts) == 2:
-        record = results / "thresholds" / parts[0] / f"{parts[1]}.json"
-        if record.is_file():
-            total = read_json(record).get("holdout_scores", {}).get("total")
-            return (int(total), "held-out questions") if isinstance(total, int) else (None, "")
-    elif folder == "predict" and len(parts) == 3:
-        answers = results / "predictions" / parts[0] / parts[1] / parts[2] / "predictions.json"
-        if answers.is_file():
-            return len(read_json(answers)), "questions"
-    elif folder == "evaluate" and len(parts) == 3:
-        scores = results / "metrics" / parts[0] / parts[1] / f"{parts[2]}.json"
-        if scores.is_file():
-            total = read_json(scores).get("total")
-            return (int(total), "questions") if isinstance(total, int) else (None, "")
-    elif folder == "efficiency" and len(parts) == 2:
-        record = results / "efficiency" / parts[0] / f"{parts[1]}.json"
-        if record.is_file():
-            total = read_json(record).get("questions")
-            return (int(total), "questions timed") if isinstance(total, int) else (None, "")
-    return None, ""
+    outputs = {  # folder -> (the job's output that counts them, how, what they are)
+        "train": (results / "models" / model / variant / "training.json", windows_trained, "windows trained"),
+        "threshold": (results / "thresholds" / model / f"{variant}.json",
+                      lambda path: _json_int(path, "holdout_scores", "total"), "held-out questions"),
+        "predict": (results / "predictions" / model / variant / job / "predictions.json",
+                    lambda path: len(read_json(path)), "questions"),
+        "evaluate": (results / "metrics" / model / variant / f"{job}.json",
+                     lambda path: _json_int(path, "total"), "questions"),
+        "efficiency": (results / "efficiency" / model / f"{variant}.json",
+                       lambda path: _json_int(path, "questions"), "questions timed"),
+    }
+    if folder not in outputs or not (model and variant):
+        return None, ""
+    path, count, unit = outputs[folder]
+    examples = count(path) if path.is_file() else None  # int8 and other methods that train nothing: None
+    return (examples, unit) if examples is not None else (None, "")
 
 
 def job_row(results: Path, benchmark: Path) -> dict:
@@ -101,10 +100,11 @@ def job_row(results: Path, benchmark: Path) -> dict:
     variant = rest[0] if folder in VARIANT_FOLDERS and rest else ""
     rest = rest[1:] if variant else rest
     rule = "compress" if folder == "train" and variant not in ("", "base") else RULE_OF_FOLDER.get(folder, folder)
+    job = "/".join(rest)
     costs = read_benchmark(benchmark)
-    examples, unit = examples_of(results, folder, relative.parts[1:])
+    examples, unit = examples_of(results, folder, model, variant, job)
     per_example = (costs["cpu_time"] / examples) if examples and costs["cpu_time"] is not None else None
-    return {"rule": rule, "model": model, "variant": variant, "job": "/".join(rest), "wall_s": costs["s"],
+    return {"rule": rule, "model": model, "variant": variant, "job": job, "wall_s": costs["s"],
             "cpu_s": costs["cpu_time"], "peak_rss_mb": costs["max_rss"], "examples": examples,
             "examples_are": unit, "cpu_s_per_example": per_example, "benchmark": str(benchmark)}
 

@@ -57,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/out/threshold_sources.json")
     args = parser.parse_args(argv)
+    if args.dev_predictions and args.dev_questions:
+        parser.error("--dev-predictions covers all of dev; drop --dev-questions")
     torch.set_num_threads(args.threads)
     cfg = {}
     for path in args.config:  # merged the way Snakemake merges several --configfile
@@ -89,8 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dev_questions:
         dev = sorted(random.Random(seed).sample(dev, min(args.dev_questions, len(dev))), key=lambda e: e.id)
     if args.dev_predictions:
-        if args.dev_questions:
-            raise SystemExit("threshold_sources: --dev-predictions covers all of dev; drop --dev-questions")
         folder = Path(args.dev_predictions)
         dev_na_probs = read_json(folder / "na_probs.json")
         if (folder / "best_spans.json").is_file():

@@ -57,3 +57,15 @@ def test_isa_speed_passes_a_workers_bad_input_on_in_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [done.stderr.strip()]
     assert done.stderr.startswith("error: the native:fp32 predict arm: dev.parquet: not a readable examples table")
+
+
+def test_threshold_sources_refuses_a_dev_sample_with_whole_dev_predictions(tmp_path):
+    """The two options contradict each other: refused in one line before any model is loaded."""
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "threshold_sources.py"), "--model", "m",
+                           "--train", "t.json", "--dev", "d.json", "--config", "c.yaml",
+                           "--dev-predictions", "p", "--dev-questions", "100"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1].endswith("--dev-predictions covers all of dev; drop --dev-questions")
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []

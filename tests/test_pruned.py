@@ -75,6 +75,11 @@ def test_parameters_and_file_really_shrink_to_the_target(base_dir, variant_dir):
     assert sum(p.numel() for p in model.parameters()) == record["params"]
 
 
+def test_records_what_its_recovery_training_read(variant_dir, data):
+    """The summary reads training.json's data to say "N training questions", not "no training"."""
+    assert _record(variant_dir)["data"] == {"questions": 24, "windows": len(data.features)}
+
+
 def test_removing_heads_and_neurons_equals_masking_them(base_dir, data, tokenizer):
     base, _, _ = load_model(base_dir)
     model, _, _ = load_model(base_dir)

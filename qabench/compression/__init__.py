@@ -73,6 +73,10 @@ class TrainingData:
     features: pd.DataFrame            # the model's tokenized training windows (as for the base)
     examples: list[Example]           # the examples they came from
 
+    def counts(self) -> dict:
+        """What a method trained on, for its training.json (the summary's "N training questions")."""
+        return {"questions": len(self.examples), "windows": len(self.features)}
+
 
 def with_defaults(method: str, options: dict | None, defaults: dict) -> dict:
     """A method's ``options`` over its ``defaults``; the config's ``method`` key is dropped, and an

@@ -239,7 +239,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict, seed: int,
               "student_layers": getattr(getattr(student, "config", None), "num_hidden_layers", None),
               "kept_teacher_layers": layers, "distillation": {k: opts[k] for k in ("alpha", "temperature")},
               "settings": asdict(settings_train),
-              "data": {"questions": len(data.examples), "windows": len(data.features)}}
+              "data": data.counts()}
     model_dir.write(out_dir, lambda tmp: models.family(student_family).save(student, tokenizer, tmp), settings,
                     record, state)
 

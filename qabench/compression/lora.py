@@ -182,10 +182,6 @@ def save_adapter(peft_model, out_dir: Path) -> None:
         readme.unlink()
 
 
-def data_counts(data) -> dict:
-    return {"questions": len(data.examples), "windows": len(data.features)}
-
-
 # ---------------------------------------------------------------------------------------------- make / load
 
 
@@ -219,7 +215,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
     params = sum(p.numel() for p in merged.parameters())
     record = {**stats, "params": params, **counts, "device": device, "trainable_fraction": round(counts["trainable_params"] / params, 5),
               "adapted_modules": len(wrapped), "settings": asdict(settings_train),
-              "data": data_counts(data)}
+              "data": data.counts()}
 
     def save(tmp: Path) -> None:
         shutil.copytree(state / ADAPTER_DIR, tmp / ADAPTER_DIR)

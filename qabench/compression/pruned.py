@@ -320,7 +320,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
         "calibration_loss": {"base": plan["base_calibration_loss"], "pruned": plan["pruned_calibration_loss"],
                              "recovered": recovered_loss},
         "importance_wall_s": plan["importance_wall_s"], "prune_wall_s": plan["prune_wall_s"],
-        "settings": asdict(train_settings),
+        "settings": asdict(train_settings), "data": data.counts(),
     }
     kept = {"format": FORMAT_VERSION, "heads": plan["heads"], "neurons": plan["neurons"]}
     model.to("cpu")

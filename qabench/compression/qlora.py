@@ -276,7 +276,7 @@ def make(base_dir: str | Path, out_dir: str | Path, *, options: dict | None = No
                   "trainable_fraction": round(counts["trainable_params"] / params, 5), "adapted_modules": len(wrapped), "quantized_modules": len(info["quantized_modules"]),
                   "kept_float_linears": info["kept_float"], "quantized_bytes": info["quantized_bytes"],
                   "quantized_fp32_bytes": info["quantized_fp32_bytes"], "base_params_fp32": info["fp32_params"],
-                  "settings": asdict(settings_train), "data": lora.data_counts(data)}
+                  "settings": asdict(settings_train), "data": data.counts()}
 
         def save(tmp: Path) -> None:
             save_files(tmp, info, state / lora.ADAPTER_DIR)

@@ -57,7 +57,11 @@ def test_rows_name_rule_model_variant_and_job_with_costs_per_example(run, tmp_pa
     train = rows["train", "m", "base", ""]
     # 10 steps of 8 would be 80, but one epoch of 75 windows holds 75 (the last batch is short)
     assert (train["wall_s"], train["cpu_s"], train["peak_rss_mb"], train["examples"]) == (100.0, 50.0, 1000.0, 75)
-    assert train["cpu_s_per_example"] == pytest.approx(50 / 75)
+    # sampled every 0.5 s to 15 s, then at 45 and 75 s: the last 25 s of its CPU time went uncounted
+    assert train["last_sample_s"] == 75.0 and train["cpu_s_est"] == pytest.approx(50 * 100 / 75)
+    assert train["cpu_s_per_example"] == pytest.approx(50 * 100 / 75 / 75)
+    threshold = rows["choose_threshold", "m", "base", ""]  # 20 s wall: last sampled at 15 s
+    assert threshold["last_sample_s"] == 15.0 and threshold["cpu_s_est"] == pytest.approx(16 * 20 / 15)
     assert rows["compress", "m", "lora", ""]["examples"] == 12  # 3 steps of 4, within 0.3 x 75
     assert rows["compress", "m", "int8", ""]["examples"] is None  # int8 trains nothing
     assert rows["choose_threshold", "m", "base", ""]["examples"] == 64
@@ -66,8 +70,16 @@ def test_rows_name_rule_model_variant_and_job_with_costs_per_example(run, tmp_pa
     assert manifest["cpu_s"] is None and manifest["peak_rss_mb"] is None  # NA: ended before the first sample
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("| rule | model | variant | job |")
-    assert "| predict | m | base | dev | 9.0 | 6.0 | 700 | 3 questions | 2.000 |" in table
-    assert "| feature_manifest | m |  |  | 0.5 |  |  |  |  |" in table
+    assert "| predict | m | base | dev | 9.0 | 9.0 | 6.0 | 6.0 | 700 | 3 questions | 2.000 |" in table  # dense
+    assert "| feature_manifest | m |  |  | 0.5 | 0.5 |  |  |  |  |  |" in table
+
+
+@pytest.mark.parametrize("wall, last", [(0.3, 0.3), (15.0, 15.0), (15.1, 15.0), (44.9, 15.0), (45.0, 45.0),
+                                        (104.0, 75.0), (105.0, 105.0)])
+def test_last_sample_follows_snakemakes_schedule(wall, last):
+    """0.5 s apart for the first 15 s, then 30 s apart (snakemake/benchmark.py; its constants are imported,
+    so a Snakemake that drops them fails this module's import loudly)."""
+    assert rule_costs.last_sample_s(wall) == last
 
 
 def test_a_damaged_benchmark_file_is_named(run):

@@ -10,7 +10,8 @@ import torch
 import transformers
 
 # The /proc/cpuinfo flags that change which kernels torch and oneDNN run (fp32 width, bf16, int8 dot products).
-SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+INT8_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # u8 x s8 products summed in int32
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
@@ -22,6 +23,12 @@ def _cpuinfo() -> tuple[str, list[str]]:
     fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in first_block.splitlines())}
     present = set(fields.get("flags", "").split())
     return fields.get("model name") or platform.processor() or "unknown", [f for f in SPEED_FLAGS if f in present]
+
+
+def int8_dot_products() -> bool:
+    """Whether this CPU has int8 dot-product instructions (VNNI or AMX), which sum int8 products in
+    int32 without saturating."""
+    return any(flag in INT8_DOT_PRODUCT_FLAGS for flag in _cpuinfo()[1])
 
 
 def describe(threads: int, device: str = "cpu") -> dict:

@@ -8,7 +8,7 @@ from torch import nn
 
 from conftest import TINY_DEV, TINY_TRAIN, TRAINED_WINDOW
 from qabench.batching import pad_batch
-from qabench import model_dir
+from qabench import machine, model_dir
 from qabench.compression import int8
 from qabench.data import load_squad
 from qabench.efficiency import disk_size_mb
@@ -199,6 +199,53 @@ def test_the_quantized_engine_is_recorded_and_used_again_on_load(base_dir, dev, 
         torch.backends.quantized.engine = previous
 
 
+def _fake_quantized(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """``x`` rounded as dynamic int8 rounds an activation tensor: one affine scale over [min, max]
+    (0 included) in ``levels`` steps."""
+    low, high = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    scale = (high - low) / (levels - 1)
+    zero_point = round(-low / scale)
+    return (torch.clamp(torch.round(x / scale) + zero_point, 0, levels - 1) - zero_point) * scale
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+def test_activation_bits_decide_how_finely_a_linear_rounds_its_input(bits):
+    """Checks the private torch call behind activation_bits 8 (``_packed_params``, ``reduce_range``):
+    a torch that changes them fails here, loudly."""
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Linear(64, 32)).eval()
+    quantized, _ = int8.quantize_dynamic(linear, activation_bits=bits)
+    expected = int8.FullRangeDynamicLinear if bits == 8 else torch.ao.nn.quantized.dynamic.Linear
+    assert type(quantized[0]) is expected
+    x = torch.randn(16, 64) * 3
+    weight = quantized[0].weight().dequantize()
+    with torch.no_grad():
+        out = quantized(x)
+        by_levels = {levels: _fake_quantized(x, levels) @ weight.T + quantized[0].bias() for levels in (128, 256)}
+    own, other = (256, 128) if bits == 8 else (128, 256)
+    assert (out - by_levels[own]).abs().max() < 0.2 * (out - by_levels[other]).abs().max()
+
+
+def test_activation_bits_are_resolved_recorded_and_used_again_on_load(base_dir, tmp_path, caplog, monkeypatch):
+    auto = 8 if machine.int8_dot_products() else 7
+    for bits, expected in (("auto", auto), (7, 7), (8, 8)):
+        int8.make(base_dir, tmp_path / str(bits), options={"activation_bits": bits}, seed=0)
+        saved = json.loads((tmp_path / str(bits) / "qabench.json").read_text())
+        assert saved["compression"]["activation_bits"] == expected
+        model, _, _ = load_model(tmp_path / str(bits))
+        full_range = [m for m in model.modules() if type(m) is int8.FullRangeDynamicLinear]
+        assert bool(full_range) == (expected == 8)
+    settings = json.loads((tmp_path / "8" / "qabench.json").read_text())
+    del settings["compression"]["activation_bits"]  # a model made before the option: torch's 7 bits
+    model, _ = int8.load(tmp_path / "8", settings)
+    assert not any(type(m) is int8.FullRangeDynamicLinear for m in model.modules())
+    monkeypatch.setattr(machine, "int8_dot_products", lambda: False)  # an AVX2-only CPU loads an 8-bit model
+    with caplog.at_level("WARNING"):
+        load_model(tmp_path / "8")
+    assert "no int8 dot-product instructions" in caplog.text
+    assert int8.resolve_activation_bits("auto") == 7
+
+
 def test_bidaf_lstms_and_mamba_quantize(tokenizer):
     """Generic on module types: a BiLSTM reader's LSTMs and a Mamba's projections become int8."""
     from torch.ao.nn.quantized.dynamic import LSTM as DynamicQuantizedLSTM
@@ -325,6 +372,10 @@ def test_bad_options_and_inputs_are_refused(variants, tmp_path):
         int8.resolve_options({"engine": "tpu"})
     with pytest.raises(InputError, match="dynamic backend only"):
         int8.resolve_options({"backend": "bitsandbytes", "engine": "onednn"})
+    with pytest.raises(InputError, match="activation_bits must be 7, 8 or auto, got 6"):
+        int8.resolve_options({"activation_bits": 6})
+    with pytest.raises(InputError, match="activation_bits applies to the dynamic backend only"):
+        int8.resolve_options({"backend": "inductor", "activation_bits": 8})
     with pytest.raises(InputError, match="not a base model|base model, not"):
         int8.make(variants["linear"], tmp_path / "twice", options={}, seed=0)
     with pytest.raises(InputError, match="not an int8 model directory"):

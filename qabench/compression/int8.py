@@ -85,7 +85,8 @@ class FullRangeDynamicLinear(dynamic_quantized.Linear):
     On x86 torch's module always asks for ``reduce_range``: 7-bit activations, so that fbgemm's int16
     sums of two u8 x s8 products cannot saturate on CPUs without int8 dot-product instructions. CPUs
     with them (AVX512-VNNI, AVX-VNNI, AMX) accumulate in int32, where the eighth bit costs nothing and
-    halves the rounding of every activation (MiniLM's span logits: mean error 0.056 instead of 0.126)."""
+    halves the rounding of every activation (the default MiniLM's span logits on 8 windows of random
+    tokens, a hand probe: mean error against float 0.056 instead of 0.126)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._packed_params.dtype != torch.qint8:

@@ -369,10 +369,9 @@ def _get_qtensor(tensors: dict, qtensors: dict, key: str) -> torch.Tensor:
 def _quantized_modules(model: nn.Module) -> dict[str, tuple[str, nn.Module]]:
     """The torch.ao int8 modules of ``model`` by name, with their kind."""
     from torch.ao.nn import quantized as nnq
-    from torch.ao.nn.quantized import dynamic as nnqd
 
-    kinds = ((nnqd.Linear, "linear"), (FullRangeDynamicLinear, "linear"), (nnqd.LSTM, "lstm"),
-             (nnq.Embedding, "embedding"))
+    kinds = ((dynamic_quantized.Linear, "linear"), (FullRangeDynamicLinear, "linear"),
+             (dynamic_quantized.LSTM, "lstm"), (nnq.Embedding, "embedding"))
     found = {}
     for name, module in model.named_modules():
         for kind_type, kind in kinds:
@@ -585,7 +584,7 @@ def load(model_dir: str | Path, settings: dict) -> tuple[nn.Module, object]:
     if not path.is_file():
         raise InputError(model_dir, f"not an int8 model directory (no {WEIGHTS_FILE})")
     recorded = dict(settings.get("compression") or {})
-    if recorded.get("backend") in (None, "dynamic"):
+    if recorded.get("backend") == "dynamic":  # make records the backend it resolved
         recorded.setdefault("activation_bits", ACTIVATION_BITS_BEFORE_THE_OPTION)
     try:
         options = resolve_options(recorded)

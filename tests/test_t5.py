@@ -379,14 +379,62 @@ def test_a_trained_encoder_decoder_is_a_checkpoint_to_train_further(tiny_encoder
     assert again.config.decoder_start_token_id == first.config.decoder_start_token_id
     assert again_tokenizer.get_vocab() == tokenizer.get_vocab()
 
-def test_lora_adapts_a_warm_started_model_cross_attention_included(tiny_encoder_dir):
-    from qabench.compression import lora
+def test_lora_trains_the_layers_a_warm_start_added_in_full_and_adapts_the_rest(tiny_encoder_dir, tmp_path):
+    """The cross-attention and LM-head transform are new (no pretrained weights to adapt): no adapters,
+    trained in full, kept in the adapter files and in the merged model. The pretrained Linears of both
+    halves get adapters; the LM head's new bias, beside the tied embedding matrix, stays as it was."""
+    from safetensors.torch import load_file
 
-    model, _, _ = t5.FAMILY.build({"warm_start": str(tiny_encoder_dir)}, seed=0)
-    _, adapted = lora.add_adapters(model, lora.resolve_options({}, "t5"), "t5")
+    from qabench.compression import lora, qlora
+
+    model, _, _ = t5.FAMILY.build({"warm_start": str(tiny_encoder_dir)}, seed=0, options=HEAD_OPTIONS)
+    full = lora.new_weight_modules(model, "t5")
+    assert full == ["decoder.bert.encoder.layer.0.crossattention", "decoder.cls.predictions.transform", "no_answer_head"]
+    quantized, kept = qlora.plan(model, "t5")
+    assert not any(".crossattention." in name or ".transform." in name for name in quantized)
+    assert kept["decoder.bert.encoder.layer.0.crossattention.self.query"] == "not in the pretrained start (trained in full)"
+
+    peft_model, adapted = lora.add_adapters(model, lora.resolve_options({}, "t5"), "t5")
     wrapped = lora.wrapped_modules(adapted)
-    assert any("crossattention.self.query" in name for name in wrapped)
+    assert not any(".crossattention." in name or ".transform." in name for name in wrapped)
+    assert any(name.startswith("decoder.") and name.endswith("attention.self.query") for name in wrapped)
     assert any(name.startswith("encoder.") and name.endswith("intermediate.dense") for name in wrapped)
+    trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
+    full_trainable = {n for n in trainable if ".lora_" not in n}
+    assert {n.split(".modules_to_save.")[0] for n in full_trainable} == set(full)
+    assert "decoder.bert.encoder.layer.0.crossattention.modules_to_save.default.self.query.weight" in trainable
+    assert not adapted.decoder.cls.predictions.bias.requires_grad
+
+    query = adapted.decoder.bert.encoder.layer[0].crossattention.modules_to_save["default"].self.query
+    with torch.no_grad():
+        query.weight.add_(1.0)  # as training would move it
+    peft_model.save_pretrained(str(tmp_path))
+    saved = load_file(str(tmp_path / "adapter_model.safetensors"))
+    key = "base_model.model.decoder.bert.encoder.layer.0.crossattention.self.query.weight"
+    torch.testing.assert_close(saved[key], query.weight.detach())
+    merged = peft_model.merge_and_unload()
+    torch.testing.assert_close(merged.decoder.bert.encoder.layer[0].crossattention.self.query.weight, query.weight.detach())
+
+
+def test_a_warm_started_qlora_variant_reloads_with_its_trained_new_layers(tiny_encoder_dir, dev, tmp_path):
+    """The new cross-attention trains in full beside the 4-bit base and comes back from the directory
+    as trained, not as the warm start's random initialization."""
+    from qabench import model_dir
+    from qabench.compression import TrainingData, qlora
+
+    examples = [e for e in dev if e.answer_texts][:4]
+    model, tokenizer, origin = t5.FAMILY.build({"warm_start": str(tiny_encoder_dir)}, seed=0)
+    initial = model.decoder.bert.encoder.layer[0].crossattention.self.query.weight.detach().clone()
+    base = tmp_path / "b2b"
+    _write_base(base, model, tokenizer, {"warm_start": str(tiny_encoder_dir)}, origin, {})
+    features = t5.FAMILY.make_features(examples, tokenizer, WindowSpec(64, 16, 24))
+    options = {"train": {"epochs": 2, "batch_size": 4, "learning_rate": 1e-2, "precision": "fp32"}}
+    qlora.make(base, tmp_path / "b2b-qlora", options=options, seed=0, data=TrainingData(features, examples))
+
+    loaded, _, settings = model_dir.load_model(tmp_path / "b2b-qlora")
+    query = loaded.decoder.bert.encoder.layer[0].crossattention.modules_to_save["default"].self.query
+    assert type(query) is torch.nn.Linear and settings["variant"] == "qlora"
+    assert (query.weight.detach() - initial).abs().max() > 1e-3
 
 
 # ---------------------------------------------------------------------------------- no-answer head

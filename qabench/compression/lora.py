@@ -3,8 +3,10 @@
 LoRA is a way to fine-tune, so the variant starts from the checkpoint the base was fine-tuned from
 (the base's ``checkpoint`` setting, rebuilt with the family's ``build``), trains on the base's own
 training windows, and is compared with the fully fine-tuned base. Only the adapters (rank ``rank``
-matrices beside every targeted Linear) and the span head (peft ``modules_to_save``) train; the
-pretrained weights stay frozen.
+matrices beside every targeted Linear) and the heads (peft ``modules_to_save``) train; the
+pretrained weights stay frozen. Layers the pretrained start lacks (``Family.new_parameters``, e.g. a
+warm-started decoder's cross-attention) have no pretrained weights to adapt: like the heads they train
+in full and get no adapters (``new_weight_modules``).
 
 The variant directory holds the merged model, saved by the family (the adapters folded into the
 weights, so inference costs what the base costs), and the adapters on their own in ``adapter/``
@@ -95,21 +97,48 @@ def train_settings(base_dir: str | Path, overrides: dict, seed: int) -> TrainSet
     return TrainSettings(**{**inherited, **DEFAULT_TRAIN, "seed": seed, **overrides})
 
 
-def lora_config(options: dict, family: str):
+def new_weight_modules(model: nn.Module, family: str) -> list[str]:
+    """The largest modules all of whose parameters are new (``Family.new_parameters``: weights the
+    pretrained start lacked), in model order. An adapter on a frozen random weight learns little, so
+    these train in full as the heads do. A new parameter in a module that also holds pretrained ones
+    (a BERT LM head's bias beside its tied embedding matrix) stays at its initial value."""
+    named = dict(model.named_parameters())
+    new = {id(named[name]) for name in models.family(family).new_parameters(model) if name in named}
+    chosen: list[str] = []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(f"{parent}.") for parent in chosen):
+            continue
+        parameters = list(module.parameters())
+        if parameters and all(id(p) in new for p in parameters):
+            chosen.append(name)
+    return chosen
+
+
+def lora_config(options: dict, family: str, full_modules: list[str] = (), excluded: list[str] = ()):
+    """peft's configuration: adapters on ``target_modules`` but not on ``excluded``; the family's heads
+    and ``full_modules`` train in full."""
     from peft import LoraConfig
 
     return LoraConfig(r=options["rank"], lora_alpha=options["alpha"], lora_dropout=options["dropout"],
-                      target_modules=list(options["target_modules"]), modules_to_save=list(models.family(family).head_modules) or None,
-                      bias="none")
+                      target_modules=list(options["target_modules"]),
+                      modules_to_save=list(dict.fromkeys([*models.family(family).head_modules, *full_modules])) or None,
+                      exclude_modules=list(excluded) or None, bias="none")
 
 
 def add_adapters(model: nn.Module, options: dict, family: str, method: str = METHOD):
     """(peft model, the model with adapters injected) -- the second is the family's own class, which
-    the family's loss and ``span_logits`` take; only adapters and heads require grad."""
+    the family's loss and ``span_logits`` take; only adapters, heads and new layers require grad."""
     from peft import get_peft_model
 
+    full_modules = new_weight_modules(model, family)
+    targets = set(options["target_modules"])
+    excluded = [name for name, _ in model.named_modules() if name.rsplit(".", 1)[-1] in targets
+                and any(name.startswith(f"{full}.") or name == full for full in full_modules)]
+    if full_modules:
+        log.info("%s: %d modules the pretrained start lacks train in full: %s", method, len(full_modules),
+                 ", ".join(full_modules))
     try:
-        peft_model = get_peft_model(model, lora_config(options, family))
+        peft_model = get_peft_model(model, lora_config(options, family, full_modules, excluded))
     except ValueError as err:  # no module matched target_modules, or one that peft cannot wrap
         raise InputError("config", f"{method} target_modules {options['target_modules']}: "
                                    f"{first_line(err)}") from None
@@ -147,7 +176,7 @@ class TrainableView(nn.Module):
 
 
 def adapter_counts(model: nn.Module) -> dict:
-    """Trainable parameters: LoRA matrices and heads."""
+    """Trainable parameters: LoRA matrices, and the rest (``head_params``: heads and new layers)."""
     lora = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and ".lora_" in n)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"trainable_params": trainable, "lora_params": lora, "head_params": trainable - lora}

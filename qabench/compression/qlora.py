@@ -4,7 +4,8 @@ Like ``lora`` the variant is fine-tuned from the original pretrained checkpoint 
 base's ``checkpoint`` setting) on the base's training windows. Before the adapters go on, every
 Linear of the pretrained model becomes a bitsandbytes ``Linear4bit`` (NF4 by default, with double
 quantization: the per-block scales are themselves quantized to 8 bits). Embeddings, norms and the
-task heads stay float32, as in the QLoRA paper. Kept float as well: Linears whose weight is tied to
+task heads stay float32, as in the QLoRA paper, and so do the layers the pretrained start lacks
+(``lora.new_weight_modules``: they train in full). Kept float as well: Linears whose weight is tied to
 another module, those a model asks to keep in float32 (``_keep_in_fp32_modules``: T5's ``wo``,
 whose weight dtype T5 casts activations to), Mamba's ``dt_proj`` (its weight is read directly), and
 Linears whose shape the CPU 4-bit kernel cannot pack (in_features not a multiple of 64 or
@@ -107,6 +108,7 @@ def plan(model: nn.Module, family: str) -> tuple[list[str], dict[str, str]]:
         uses[id(parameter)] = uses.get(id(parameter), 0) + 1
     keep_names = _keep_float_names(model)
     heads = set(models.family(family).head_modules)
+    new_layers = lora.new_weight_modules(model, family)
     quantize, kept = [], {}
     for name, module in model.named_modules():
         if type(module) is not nn.Linear:
@@ -114,6 +116,8 @@ def plan(model: nn.Module, family: str) -> tuple[list[str], dict[str, str]]:
         leaf = name.rsplit(".", 1)[-1]
         if leaf in heads:
             kept[name] = "task head (trained in full)"
+        elif any(name == layer or name.startswith(f"{layer}.") for layer in new_layers):
+            kept[name] = "not in the pretrained start (trained in full)"
         elif leaf in keep_names:
             kept[name] = "kept float by the model or read as a plain weight"
         elif uses[id(module.weight)] > 1:

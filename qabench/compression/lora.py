@@ -97,6 +97,11 @@ def train_settings(base_dir: str | Path, overrides: dict, seed: int) -> TrainSet
     return TrainSettings(**{**inherited, **DEFAULT_TRAIN, "seed": seed, **overrides})
 
 
+def inside(name: str, modules: list[str]) -> bool:
+    """Whether module ``name`` is one of ``modules`` or lies within one."""
+    return any(name == module or name.startswith(f"{module}.") for module in modules)
+
+
 def new_weight_modules(model: nn.Module, family: str) -> list[str]:
     """The largest modules all of whose parameters are new (``Family.new_parameters``: weights the
     pretrained start lacked), in model order. An adapter on a frozen random weight learns little, so
@@ -106,7 +111,7 @@ def new_weight_modules(model: nn.Module, family: str) -> list[str]:
     new = {id(named[name]) for name in models.family(family).new_parameters(model) if name in named}
     chosen: list[str] = []
     for name, module in model.named_modules():
-        if not name or any(name.startswith(f"{parent}.") for parent in chosen):
+        if not name or inside(name, chosen):
             continue
         parameters = list(module.parameters())
         if parameters and all(id(p) in new for p in parameters):
@@ -132,8 +137,8 @@ def add_adapters(model: nn.Module, options: dict, family: str, method: str = MET
 
     full_modules = new_weight_modules(model, family)
     targets = set(options["target_modules"])
-    excluded = [name for name, _ in model.named_modules() if name.rsplit(".", 1)[-1] in targets
-                and any(name.startswith(f"{full}.") or name == full for full in full_modules)]
+    excluded = [name for name, _ in model.named_modules()
+                if name.rsplit(".", 1)[-1] in targets and inside(name, full_modules)]
     if full_modules:
         log.info("%s: %d modules the pretrained start lacks train in full: %s", method, len(full_modules),
                  ", ".join(full_modules))

@@ -116,7 +116,7 @@ def plan(model: nn.Module, family: str) -> tuple[list[str], dict[str, str]]:
         leaf = name.rsplit(".", 1)[-1]
         if leaf in heads:
             kept[name] = "task head (trained in full)"
-        elif any(name == layer or name.startswith(f"{layer}.") for layer in new_layers):
+        elif lora.inside(name, new_layers):
             kept[name] = "not in the pretrained start (trained in full)"
         elif leaf in keep_names:
             kept[name] = "kept float by the model or read as a plain weight"
